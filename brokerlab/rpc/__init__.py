@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by the broker, the controller and the client."""

@@ -1,0 +1,1 @@
+"""brokerlab cli package."""

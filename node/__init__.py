@@ -1,0 +1,1 @@
+"""brokerlab node package."""
