@@ -1,0 +1,58 @@
+"""Both disks behave alike; MemoryDisk forgets exactly what was not fsynced on a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from brokerlab.disk import MemoryDisk, OsDisk
+
+
+@pytest.fixture(params=["memory", "os"])
+def disk(request, tmp_path):
+    return MemoryDisk() if request.param == "memory" else OsDisk(str(tmp_path))
+
+
+def test_append_read_truncate(disk):
+    disk.makedirs("t-0")
+    handle = disk.open("t-0/a.log")
+    assert handle.append(b"hello") == 0
+    assert handle.append(b"world") == 5
+    assert handle.read(3, 4) == b"lowo"
+    handle.truncate(5)
+    assert handle.size() == 5
+    handle.close()
+    assert disk.read_file("t-0/a.log") == b"hello"
+    assert disk.listdir("t-0") == ["a.log"]
+    assert disk.listdir("") == ["t-0"]
+
+
+def test_atomic_write_replace_and_remove(disk):
+    disk.write_file_atomic("meta", b"one")
+    disk.write_file_atomic("meta", b"two")
+    assert disk.read_file("meta") == b"two"
+    disk.rename("meta", "meta2")
+    assert not disk.exists("meta") and disk.exists("meta2")
+    disk.remove("meta2")
+    assert not disk.exists("meta2")
+
+
+def test_rmtree(disk):
+    disk.makedirs("x-1")
+    disk.open("x-1/f").append(b"1")
+    disk.rmtree("x-1")
+    assert not disk.exists("x-1")
+    assert disk.listdir("") == []
+
+
+def test_crash_keeps_only_fsynced_bytes():
+    disk = MemoryDisk()
+    handle = disk.open("p/seg")
+    handle.append(b"durable")
+    handle.fsync()
+    handle.append(b"-lost")
+    disk.open("p/never-synced").append(b"x")
+    disk.write_file_atomic("p/meta", b"m")
+    disk.crash()
+    assert disk.read_file("p/seg") == b"durable"
+    assert not disk.exists("p/never-synced")
+    assert disk.read_file("p/meta") == b"m"
