@@ -23,6 +23,9 @@ save CPU, the scarce resource here):
 from __future__ import annotations
 
 import struct
+from functools import partial
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Iterator, NamedTuple, Sequence
 
 import crc32c
@@ -304,36 +307,124 @@ def decode_records(buf: bytes | memoryview, position: int = 0, end: int | None =
     """Decode every record of every complete batch in ``buf[position:end]``."""
     out: list[Record] = []
     for batch_position, header in iter_headers(buf, position, end):
-        out.extend(_decode_batch_records(buf, batch_position, header))
+        columns = decode_batch_columns(buf, batch_position, header)
+        out.extend(map(_new_record, zip(*columns)))
     return out
 
 
-def _decode_batch_records(buf, batch_position: int, header: BatchHeader) -> Iterator[Record]:
+# tuple.__new__ through partial builds a NamedTuple without a Python-level __new__ call.
+_new_record = partial(tuple.__new__, Record)
+
+
+class RecordColumns(NamedTuple):
+    """The records of one batch as parallel sequences (what a consumer slices into polls).
+
+    Columns, not rows, because building them is a handful of C-level passes per batch
+    instead of a Python loop per record.
+    """
+
+    offsets: range
+    timestamps: list[int]
+    keys: list["bytes | None"]
+    values: list["bytes | None"]
+    headers: list[tuple[Header, ...]]
+
+    @property
+    def record_count(self) -> int:
+        return len(self.offsets)
+
+
+_EMPTY_COLUMNS = RecordColumns(range(0), [], [], [], [])
+# Record-header bytes that fix a record's shape: length, key_length, value_length, header_count.
+_SHAPE_BYTES = (0, 1, 2, 3, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25)
+_uniform_structs: dict[tuple[int, int], struct.Struct] = {}
+
+
+def decode_batch_columns(
+    buf: bytes | memoryview, batch_position: int, header: BatchHeader, first_offset: int | None = None
+) -> RecordColumns:
+    """Decode one batch's records, skipping those below ``first_offset`` (a consumer's position).
+
+    Relies on record ``i`` having offset delta ``i``, which :func:`validate_batch` enforces on
+    every append. When every record has the same shape (key and value lengths, no headers: what
+    a producer of fixed-size records sends), one ``struct.iter_unpack`` decodes the whole batch.
+    """
+    count = header.record_count
+    skip = 0 if first_offset is None else min(max(first_offset - header.base_offset, 0), count)
+    if skip == count:
+        return _EMPTY_COLUMNS
+    start = batch_position + BATCH_HEADER_BYTES
+    end = batch_position + header.size_bytes
+    region = bytes(buf[start:end])
+    length, _, _, key_length, value_length, header_count = RECORD_HEADER.unpack_from(region, 0)
+    stride = 4 + length
+    if header_count == 0 and stride * count == len(region) and _uniform_shape(region, stride, count):
+        return _decode_uniform(region, header, stride, skip, key_length, value_length)
+    return _decode_mixed(region, header, skip)
+
+
+def _uniform_shape(region: bytes, stride: int, count: int) -> bool:
+    # A strided slice picks one header byte of every record; all equal means one shape.
+    for index in _SHAPE_BYTES:
+        if region[index::stride].count(region[index]) != count:
+            return False
+    return True
+
+
+def _decode_uniform(
+    region: bytes, header: BatchHeader, stride: int, skip: int, key_length: int, value_length: int
+) -> RecordColumns:
+    count = header.record_count - skip
+    shape = (key_length, value_length)
+    unpacker = _uniform_structs.get(shape)
+    if unpacker is None:
+        # timestamp_delta, then key and value; "0s" for a null one (replaced by None below).
+        unpacker = struct.Struct(f">4xq14x{max(key_length, 0)}s{max(value_length, 0)}s")
+        _uniform_structs[shape] = unpacker
+    rows = list(unpacker.iter_unpack(memoryview(region)[skip * stride :]))
+    first = header.base_offset + skip
+    if header.attributes & ATTR_TIMESTAMP_LOG_APPEND:
+        timestamps = [header.max_timestamp] * count
+    else:
+        timestamps = list(map(add, repeat(header.base_timestamp, count), map(_FIRST, rows)))
+    keys = [None] * count if key_length < 0 else list(map(_SECOND, rows))
+    values = [None] * count if value_length < 0 else list(map(_THIRD, rows))
+    return RecordColumns(range(first, first + count), timestamps, keys, values, [()] * count)
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_THIRD = itemgetter(2)
+
+
+def _decode_mixed(region: bytes, header: BatchHeader, skip: int) -> RecordColumns:
     unpack = RECORD_HEADER.unpack_from
-    pos = batch_position + BATCH_HEADER_BYTES
-    base_offset = header.base_offset
     base_timestamp = header.base_timestamp
     log_append = header.attributes & ATTR_TIMESTAMP_LOG_APPEND
-    mv = buf if isinstance(buf, bytes) else bytes(buf)
-    for _ in range(header.record_count):
-        length, ts_delta, offset_delta, key_length, value_length, header_count = unpack(mv, pos)
-        cursor = pos + RECORD_HEADER_BYTES
-        if key_length >= 0:
-            key = mv[cursor : cursor + key_length]
-            cursor += key_length
-        else:
-            key = None
-        if value_length >= 0:
-            value = mv[cursor : cursor + value_length]
-            cursor += value_length
-        else:
-            value = None
-        headers: tuple[Header, ...] = ()
-        if header_count:
-            headers = _decode_headers(mv, cursor, header_count)
-        timestamp = header.max_timestamp if log_append else base_timestamp + ts_delta
-        yield Record(base_offset + offset_delta, timestamp, key, value, headers)
+    timestamps: list[int] = []
+    keys: list[bytes | None] = []
+    values: list[bytes | None] = []
+    headers_column: list[tuple[Header, ...]] = []
+    pos = 0
+    for index in range(header.record_count):
+        length, ts_delta, _, key_length, value_length, header_count = unpack(region, pos)
+        if index >= skip:
+            cursor = pos + RECORD_HEADER_BYTES
+            if key_length >= 0:
+                keys.append(region[cursor : cursor + key_length])
+                cursor += key_length
+            else:
+                keys.append(None)
+            if value_length >= 0:
+                values.append(region[cursor : cursor + value_length])
+                cursor += value_length
+            else:
+                values.append(None)
+            headers_column.append(_decode_headers(region, cursor, header_count) if header_count else ())
+            timestamps.append(header.max_timestamp if log_append else base_timestamp + ts_delta)
         pos += 4 + length
+    first = header.base_offset + skip
+    return RecordColumns(range(first, first + len(values)), timestamps, keys, values, headers_column)
 
 
 def _decode_headers(buf: bytes, cursor: int, count: int) -> tuple[Header, ...]:
