@@ -1,0 +1,1 @@
+"""gRPC adapters of the lab (the only lab modules that import grpc)."""
