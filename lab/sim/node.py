@@ -1,0 +1,193 @@
+"""A simulated node: one sans-IO core over its MemoryDisk, driven by the scheduler.
+
+The node is the simulator's ``CoreDriver``: it steps the core with each envelope the network
+delivers, ticks it at ``next_deadline_ms()``, hands sends and replies to the network and copies
+trace events into the simulation trace. It holds no protocol logic.
+
+Crash and restart model processes: ``crash()`` drops the core object (every in-memory structure
+is gone) and, with ``lose_unflushed``, calls ``MemoryDisk.crash()`` (power loss: only fsynced
+bytes stay); ``restart()`` builds a new core over the same disk through the node's factory,
+exactly as a real process starting on the same data directory would.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from brokerlab.disk import MemoryDisk
+from brokerlab.sansio import Core, Effects, Envelope, TraceEvent
+
+from .network import SimNetwork
+from .scheduler import Scheduler, SimulationError, Timer
+from .trace import Trace
+
+
+@dataclass
+class BootContext:
+    """What a factory gets to build one incarnation of a core."""
+
+    name: str
+    disk: MemoryDisk
+    random: random.Random  # this incarnation's own Random, derived from the seed
+    config: Any
+    now_ms: int
+    incarnation: int
+    # Start-up events a factory wants in the trace (e.g. LogManager.recovery_events).
+    events: list[TraceEvent] = field(default_factory=list)
+
+
+CoreFactory = Callable[[BootContext], Core]
+
+
+class CoreFailed(SimulationError):
+    """A core raised while stepping or ticking; the message names node, time and input."""
+
+
+class SimNode:
+    def __init__(
+        self,
+        name: str,
+        factory: CoreFactory,
+        config: Any,
+        scheduler: Scheduler,
+        network: SimNetwork,
+        trace: Trace,
+        disk: MemoryDisk | None = None,
+    ) -> None:
+        self.name = name
+        self.factory = factory
+        self.config = config
+        self.scheduler = scheduler
+        self.network = network
+        self.trace = trace
+        self.disk = disk if disk is not None else MemoryDisk()
+        self.core: Core | None = None
+        self.incarnation = 0
+        self._timer: Timer | None = None
+        self._timer_due_ms: int | None = None
+        network.register(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.core is not None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Boot a new incarnation over the current disk and run its first tick."""
+        if self.core is not None:
+            raise SimulationError(f"{self.name} is already running")
+        self.incarnation += 1
+        now = self.scheduler.now_ms
+        context = BootContext(
+            name=self.name,
+            disk=self.disk,
+            random=self.scheduler.child_random("node", self.name, self.incarnation),
+            config=self.config,
+            now_ms=now,
+            incarnation=self.incarnation,
+        )
+        core = self._guard("boot", None, lambda: self.factory(context))
+        self.trace.record(now, self.name, "NodeStarted", {"incarnation": self.incarnation})
+        self.trace.record_events(now, self.name, context.events)
+        self.core = core
+        self._run(lambda: core.tick(now), "tick", None)
+
+    def crash(self, lose_unflushed: bool = False) -> None:
+        """Kill the process: the core object is dropped; with ``lose_unflushed``, power loss too."""
+        if self.core is None:
+            raise SimulationError(f"{self.name} is not running")
+        self._halt()
+        if lose_unflushed:
+            self.disk.crash()
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeCrashed", {
+            "incarnation": self.incarnation, "lose_unflushed": lose_unflushed,
+        })
+
+    def stop(self) -> None:
+        """Clean shutdown: the core's ``close(now_ms)``/``close()`` if it has one, then the process ends."""
+        if self.core is None:
+            raise SimulationError(f"{self.name} is not running")
+        core, now = self.core, self.scheduler.now_ms
+        close = getattr(core, "close", None)
+        if close is not None:
+            effects = self._guard("close", None, lambda: _call_close(close, now))
+            if isinstance(effects, Effects):
+                self._execute(effects)
+        self._halt()
+        self.trace.record(now, self.name, "NodeStopped", {"incarnation": self.incarnation})
+
+    def restart(self) -> None:
+        if self.core is not None:
+            self.crash()
+        self.start()
+
+    def _halt(self) -> None:
+        self.core = None
+        self._cancel_timer()
+        self.network.node_down(self.name)
+
+    # -- driving the core -------------------------------------------------------------------
+    def deliver(self, envelope: Envelope) -> None:
+        core, now = self.core, self.scheduler.now_ms
+        if core is None:
+            return
+        self._run(lambda: core.step(envelope, now), "step", envelope)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due_ms = None
+        core, now = self.core, self.scheduler.now_ms
+        if core is not None:
+            self._run(lambda: core.tick(now), "tick", None)
+
+    def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
+        effects = self._guard(what, envelope, action)
+        self._execute(effects)
+
+    def _execute(self, effects: Effects) -> None:
+        now = self.scheduler.now_ms
+        self.trace.record_events(now, self.name, effects.events)
+        if self.core is None:  # the core stopped itself while closing
+            return
+        for reply in effects.replies:
+            self.network.send(reply)
+        for envelope in effects.sends:
+            self.network.send(envelope)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        core = self.core
+        due = core.next_deadline_ms() if core is not None else None
+        if due is not None:
+            due = max(int(due), self.scheduler.now_ms)
+        if due == self._timer_due_ms and self._timer is not None:
+            return
+        self._cancel_timer()
+        if due is not None:
+            self._timer_due_ms = due
+            self._timer = self.scheduler.at(due, self._on_timer, label=f"tick {self.name}")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_due_ms = None
+
+    def _guard(self, what: str, envelope: Envelope | None, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except SimulationError:
+            raise
+        except Exception as exc:
+            detail = f" handling {envelope.rpc} from {envelope.src}" if envelope is not None else ""
+            raise CoreFailed(
+                f"{self.name} (incarnation {self.incarnation}) raised in {what}{detail} "
+                f"at t={self.scheduler.now_ms}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _call_close(close: Callable[..., Any], now_ms: int) -> Any:
+    return close(now_ms) if inspect.signature(close).parameters else close()
