@@ -93,6 +93,20 @@ class SimCluster:
             self.crash(name, lose_unflushed)
         self.start(name)
 
+    def pause(self, name: str) -> None:
+        self.nodes[name].pause()
+
+    def resume(self, name: str) -> None:
+        self.nodes[name].resume()
+        self.check_invariants()
+
+    def skew_clock(self, name: str, offset_ms: int) -> None:
+        """From now on ``name``'s core reads the virtual time plus ``offset_ms``."""
+        node = self.nodes[name]
+        node.clock_offset_ms = offset_ms
+        self.trace.record(self.now_ms, name, "ClockSkewed", {"offset_ms": offset_ms})
+        node._rearm()
+
     # -- running ----------------------------------------------------------------------------
     def run_for(self, duration_ms: int) -> None:
         self.scheduler.run_for(duration_ms)

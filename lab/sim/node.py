@@ -66,6 +66,11 @@ class SimNode:
         self.disk = disk if disk is not None else MemoryDisk()
         self.core: Core | None = None
         self.incarnation = 0
+        # Clock skew: the core sees the virtual time plus this offset (trace times stay virtual).
+        self.clock_offset_ms = 0
+        # A paused process (SIGSTOP) runs nothing: deliveries wait in the backlog, timers wait.
+        self.paused = False
+        self._backlog: list[Envelope] = []
         self._timer: Timer | None = None
         self._timer_due_ms: int | None = None
         network.register(self)
@@ -74,13 +79,19 @@ class SimNode:
     def alive(self) -> bool:
         return self.core is not None
 
+    def local_now_ms(self) -> int:
+        """The time as this node's clock reads it."""
+        return self.scheduler.now_ms + self.clock_offset_ms
+
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Boot a new incarnation over the current disk and run its first tick."""
         if self.core is not None:
             raise SimulationError(f"{self.name} is already running")
         self.incarnation += 1
-        now = self.scheduler.now_ms
+        self.paused = False
+        self._backlog.clear()
+        now = self.local_now_ms()
         context = BootContext(
             name=self.name,
             disk=self.disk,
@@ -90,8 +101,8 @@ class SimNode:
             incarnation=self.incarnation,
         )
         core = self._guard("boot", None, lambda: self.factory(context))
-        self.trace.record(now, self.name, "NodeStarted", {"incarnation": self.incarnation})
-        self.trace.record_events(now, self.name, context.events)
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeStarted", {"incarnation": self.incarnation})
+        self.trace.record_events(self.scheduler.now_ms, self.name, context.events)
         self.core = core
         self._run(lambda: core.tick(now), "tick", None)
 
@@ -110,37 +121,63 @@ class SimNode:
         """Clean shutdown: the core's ``close(now_ms)``/``close()`` if it has one, then the process ends."""
         if self.core is None:
             raise SimulationError(f"{self.name} is not running")
-        core, now = self.core, self.scheduler.now_ms
+        core, now = self.core, self.local_now_ms()
         close = getattr(core, "close", None)
         if close is not None:
             effects = self._guard("close", None, lambda: _call_close(close, now))
             if isinstance(effects, Effects):
                 self._execute(effects)
         self._halt()
-        self.trace.record(now, self.name, "NodeStopped", {"incarnation": self.incarnation})
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeStopped", {"incarnation": self.incarnation})
 
     def restart(self) -> None:
         if self.core is not None:
             self.crash()
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its connections but runs nothing until ``resume()``."""
+        if self.core is None or self.paused:
+            raise SimulationError(f"{self.name} is not running or already paused")
+        self.paused = True
+        self.trace.record(self.scheduler.now_ms, self.name, "NodePaused", {"incarnation": self.incarnation})
+
+    def resume(self) -> None:
+        """SIGCONT: handle what arrived meanwhile, in arrival order, then the overdue timers."""
+        if not self.paused:
+            raise SimulationError(f"{self.name} is not paused")
+        self.paused = False
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeResumed", {
+            "incarnation": self.incarnation, "backlog": len(self._backlog),
+        })
+        backlog, self._backlog = self._backlog, []
+        for envelope in backlog:
+            self.deliver(envelope)
+        self._timer_due_ms = None  # force a re-arm: a timer may have come due while paused
+        self._rearm()
+
     def _halt(self) -> None:
         self.core = None
+        self.paused = False
+        self._backlog.clear()
         self._cancel_timer()
         self.network.node_down(self.name)
 
     # -- driving the core -------------------------------------------------------------------
     def deliver(self, envelope: Envelope) -> None:
-        core, now = self.core, self.scheduler.now_ms
+        core, now = self.core, self.local_now_ms()
         if core is None:
+            return
+        if self.paused:
+            self._backlog.append(envelope)
             return
         self._run(lambda: core.step(envelope, now), "step", envelope)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_due_ms = None
-        core, now = self.core, self.scheduler.now_ms
-        if core is not None:
+        core, now = self.core, self.local_now_ms()
+        if core is not None and not self.paused:
             self._run(lambda: core.tick(now), "tick", None)
 
     def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
@@ -160,9 +197,11 @@ class SimNode:
 
     def _rearm(self) -> None:
         core = self.core
-        due = core.next_deadline_ms() if core is not None else None
-        if due is not None:
-            due = max(int(due), self.scheduler.now_ms)
+        if core is None or self.paused:
+            return
+        due = core.next_deadline_ms()
+        if due is not None:  # the core's deadline is on its own (skewed) clock
+            due = max(int(due) - self.clock_offset_ms, self.scheduler.now_ms)
         if due == self._timer_due_ms and self._timer is not None:
             return
         self._cancel_timer()

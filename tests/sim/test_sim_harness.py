@@ -261,3 +261,34 @@ def test_toy_factory_sees_its_own_random_per_incarnation() -> None:
     cluster.restart("toy-1")
     assert cluster.core("toy-1").random.random() != first
     assert isinstance(Envelope, type)
+
+
+def test_a_paused_node_holds_requests_until_resumed_and_callers_time_out() -> None:
+    cluster = toy_cluster(6, nodes=2, network=NetworkConfig(request_timeout_ms=1_000))
+    client = cluster.client()
+    cluster.run_for(500)
+    cluster.pause("toy-2")
+    paused_at = cluster.now_ms
+    with pytest.raises(TransportFailed) as failure:
+        client.call("toy-2", "Produce", _produce(b"late"))
+    assert failure.value.reason == DEADLINE_EXCEEDED  # not UNAVAILABLE: the process still exists
+    assert cluster.core("toy-2").size == 0
+    pings_before = cluster.core("toy-2").pings_answered
+    cluster.run_for(1_000)
+    assert cluster.core("toy-2").pings_answered == pings_before  # no timers while paused
+    cluster.resume("toy-2")
+    assert cluster.core("toy-2").size == 4  # the held request ran at resume
+    resumed = cluster.trace.named("NodeResumed", "toy-2")[0]
+    assert resumed.get("backlog") > 1 and resumed.now_ms - paused_at >= 2_000
+    cluster.run_for(500)
+    assert cluster.core("toy-2").pings_answered > pings_before
+
+
+def test_clock_skew_shifts_what_the_core_reads_not_the_schedule() -> None:
+    cluster = toy_cluster(6, nodes=1)
+    core = cluster.core("toy-1")
+    cluster.run_for(1_000)
+    cluster.skew_clock("toy-1", 60_000)
+    # The core's deadline is on its own clock: skewing forward makes its next ping due at once.
+    cluster.run_for(1)
+    assert core.next_ping_ms > cluster.now_ms + 60_000
