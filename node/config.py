@@ -1,0 +1,136 @@
+"""Broker configuration: Kafka's key names and (failover-friendly) defaults.
+
+``BrokerConfig.from_values(raw)`` takes the merged ``key -> string`` pairs of a properties file
+and ``--config`` flags. Storage keys (``log.*`` and ``message.max.bytes``) go to
+``LogConfig.from_values``; the rest are the broker's own. Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from brokerlab.config import ConfigError, int_key, resolve, str_key
+from node.log.config import BROKER_LOG_KEYS, LogConfig
+
+# Keys the broker core reads. Defaults follow ../shared/REFERENCE.md ("brokerlab default").
+BROKER_KEYS = [
+    int_key("broker.id", -1, "this broker's id (the --broker-id flag sets it)"),
+    str_key("controller.quorum.bootstrap.servers", "", "host:port of the controller (--controller)"),
+    str_key("log.dirs", "", "the data directory, as shown by DescribeLogDirs (--data-dir)"),
+    int_key("broker.heartbeat.interval.ms", 200, "how often the broker heartbeats the controller"),
+    int_key(
+        "broker.session.timeout.ms",
+        1000,
+        "informational here: the controller fences a broker silent this long; the broker gives "
+        "a heartbeat call this long before treating it as failed",
+    ),
+    int_key("metadata.fetch.max.wait.ms", 1000, "long-poll wait of FetchMetadataRecords"),
+    int_key("metadata.fetch.max.records", 1000, "records per FetchMetadataRecords answer"),
+    int_key("controller.quorum.request.timeout.ms", 2000, "timeout of a unary call to the controller"),
+    int_key("retry.backoff.ms", 100, "first back-off after a failed registration or metadata fetch"),
+    int_key("retry.backoff.max.ms", 1000, "longest back-off (doubling from retry.backoff.ms)"),
+    int_key("min.insync.replicas", 2, "acks=all needs at least this many replicas in the ISR"),
+    int_key("num.partitions", 1, "informational: the controller's default partition count"),
+    int_key("default.replication.factor", 3, "informational: the controller's default"),
+    int_key("replica.fetch.wait.max.ms", 500, "follower fetch long-poll wait (issue 3)"),
+    int_key("replica.fetch.max.bytes", 1024 * 1024, "follower fetch size (issue 3)"),
+    int_key("replica.lag.time.max.ms", 3000, "ISR lag limit (issue 3)"),
+]
+
+# Storage keys handed to LogConfig.from_values (log.segment.bytes, message.max.bytes, ...).
+LOG_KEY_NAMES = frozenset(key.name for key in BROKER_LOG_KEYS)
+
+# Topic-level keys the broker itself uses; the rest of a topic's configs go to the log.
+TOPIC_BROKER_KEYS = frozenset({"min.insync.replicas", "unclean.leader.election.enable"})
+
+
+def is_log_key(name: str) -> bool:
+    return name in LOG_KEY_NAMES
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; raises ConfigError."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    broker_id: int = 1
+    controller_endpoint: tuple[str, int] | None = None
+    log_dirs: str = ""
+    heartbeat_interval_ms: int = 200
+    session_timeout_ms: int = 1000
+    metadata_fetch_max_wait_ms: int = 1000
+    metadata_fetch_max_records: int = 1000
+    controller_request_timeout_ms: int = 2000
+    retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1000
+    min_insync_replicas: int = 2
+    num_partitions: int = 1
+    default_replication_factor: int = 3
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_max_bytes: int = 1024 * 1024
+    replica_lag_time_max_ms: int = 3000
+    log_config: LogConfig = field(default_factory=LogConfig)
+
+    @classmethod
+    def from_values(cls, raw: Mapping[str, Any]) -> "BrokerConfig":
+        log_raw = {k: v for k, v in raw.items() if is_log_key(k)}
+        values = resolve(BROKER_KEYS, {k: v for k, v in raw.items() if not is_log_key(k)})
+        log_config = LogConfig.from_values(log_raw)  # raises ConfigError
+        controller = values["controller.quorum.bootstrap.servers"]
+        config = cls(
+            broker_id=values["broker.id"],
+            controller_endpoint=parse_endpoint(controller) if controller else None,
+            log_dirs=values["log.dirs"],
+            heartbeat_interval_ms=values["broker.heartbeat.interval.ms"],
+            session_timeout_ms=values["broker.session.timeout.ms"],
+            metadata_fetch_max_wait_ms=values["metadata.fetch.max.wait.ms"],
+            metadata_fetch_max_records=values["metadata.fetch.max.records"],
+            controller_request_timeout_ms=values["controller.quorum.request.timeout.ms"],
+            retry_backoff_ms=values["retry.backoff.ms"],
+            retry_backoff_max_ms=values["retry.backoff.max.ms"],
+            min_insync_replicas=values["min.insync.replicas"],
+            num_partitions=values["num.partitions"],
+            default_replication_factor=values["default.replication.factor"],
+            replica_fetch_wait_max_ms=values["replica.fetch.wait.max.ms"],
+            replica_fetch_max_bytes=values["replica.fetch.max.bytes"],
+            replica_lag_time_max_ms=values["replica.lag.time.max.ms"],
+            log_config=log_config,
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        positive = {
+            "broker.heartbeat.interval.ms": self.heartbeat_interval_ms,
+            "broker.session.timeout.ms": self.session_timeout_ms,
+            "controller.quorum.request.timeout.ms": self.controller_request_timeout_ms,
+            "retry.backoff.ms": self.retry_backoff_ms,
+            "metadata.fetch.max.records": self.metadata_fetch_max_records,
+            "min.insync.replicas": self.min_insync_replicas,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.metadata_fetch_max_wait_ms < 0:
+            raise ConfigError("metadata.fetch.max.wait.ms must not be negative")
+        if self.retry_backoff_max_ms < self.retry_backoff_ms:
+            raise ConfigError("retry.backoff.max.ms must be at least retry.backoff.ms")
+
+    def topic_min_insync_replicas(self, topic_configs: Mapping[str, str]) -> int:
+        """``min.insync.replicas`` of a topic: its own override, else the broker's."""
+        value = topic_configs.get("min.insync.replicas")
+        try:
+            return int(value) if value is not None else self.min_insync_replicas
+        except ValueError:
+            return self.min_insync_replicas
+
+
+def log_topic_configs(topic_configs: Mapping[str, str]) -> dict[str, str]:
+    """The part of a topic's configs that belongs to its log (LogConfig.with_topic_overrides)."""
+    return {k: v for k, v in topic_configs.items() if k not in TOPIC_BROKER_KEYS}

@@ -1,0 +1,252 @@
+"""The broker's life with the controller: register, heartbeat, follow the metadata journal.
+
+Kafka's ``BrokerLifecycleManager`` + the metadata follower, sans-IO. It decides what to send to
+the controller and when; the broker core hands it the controller's answers and gets back the
+metadata records to replay. States and their transitions:
+
+=========  ===========================================================================
+STARTING   not registered. Sends RegisterBroker (one at a time, exponential back-off on a
+           transport error or an error code). -> RECOVERY when an answer gives a broker epoch.
+RECOVERY   registered (fenced until the controller unfences it) or behind the journal.
+           -> RUNNING once a heartbeat answer says "not fenced" and the image has applied
+           everything up to the journal end offset seen in a FetchMetadataRecords answer.
+RUNNING    ready: serves, and the gRPC health service says SERVING.
+           -> RECOVERY when a heartbeat answer says fenced (the controller missed our
+           heartbeats past broker.session.timeout.ms).
+any        -> STARTING when a heartbeat answer says STALE_BROKER_EPOCH: our registration is
+           gone or replaced, so register again (with the same incarnation id).
+=========  ===========================================================================
+
+Issue 3 adds PENDING_CONTROLLED_SHUTDOWN and SHUTTING_DOWN (controlled shutdown).
+Heartbeats and the metadata long-poll run in every state; each has at most one call in flight.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from brokerlab.errors import ErrorCode, error_name
+from brokerlab.ids import CONTROLLER_NODE, broker_node
+from brokerlab.sansio import Effects, Envelope, RequestIds
+from brokerlab.v1 import common_pb2, controller_pb2, metadata_pb2
+from node.config import BrokerConfig
+
+
+class BrokerState(enum.Enum):
+    STARTING = "starting"
+    RECOVERY = "recovery"
+    RUNNING = "running"
+
+
+TRANSITIONS: dict[BrokerState, frozenset[BrokerState]] = {
+    BrokerState.STARTING: frozenset({BrokerState.RECOVERY}),
+    BrokerState.RECOVERY: frozenset({BrokerState.RUNNING, BrokerState.STARTING}),
+    BrokerState.RUNNING: frozenset({BrokerState.RECOVERY, BrokerState.STARTING}),
+}
+
+
+class Backoff:
+    """Exponential back-off without jitter (a core has no randomness of its own here)."""
+
+    def __init__(self, initial_ms: int, max_ms: int) -> None:
+        self.initial_ms = initial_ms
+        self.max_ms = max_ms
+        self.failures = 0
+
+    def failed(self) -> int:
+        """Record a failure; returns how long to wait before the next try."""
+        self.failures += 1
+        return min(self.max_ms, self.initial_ms * (1 << min(self.failures - 1, 20)))
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+class BrokerLifecycle:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        endpoint: tuple[str, int],
+        rack: str,
+        incarnation_id: str,
+        request_ids: RequestIds,
+    ) -> None:
+        self.config = config
+        self.broker_id = config.broker_id
+        self.endpoint = endpoint
+        self.rack = rack
+        self.incarnation_id = incarnation_id
+        self._ids = request_ids
+        self.state = BrokerState.STARTING
+        self.broker_epoch = -1
+        self.fenced = True
+        # Journal end offset from the latest FetchMetadataRecords answer (-1: none yet).
+        self.journal_end_offset = -1
+        self.caught_up = False
+        self.cluster_id = ""
+        self.controller_id = 0
+        # Due times and the request id in flight per call kind (None: nothing in flight).
+        self._register_due_ms = 0
+        self._heartbeat_due_ms = 0
+        self._fetch_due_ms = 0
+        self._describe_due_ms = 0
+        self._inflight: dict[str, int | None] = {
+            "RegisterBroker": None,
+            "BrokerHeartbeat": None,
+            "FetchMetadataRecords": None,
+            "DescribeCluster": None,
+        }
+        self._register_backoff = Backoff(config.retry_backoff_ms, config.retry_backoff_max_ms)
+        self._fetch_backoff = Backoff(config.retry_backoff_ms, config.retry_backoff_max_ms)
+        self._heartbeat_failing = False
+
+    @property
+    def registered(self) -> bool:
+        return self.state is not BrokerState.STARTING
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state is BrokerState.RUNNING
+
+    def _transition(self, new_state: BrokerState, fx: Effects, reason: str) -> None:
+        if new_state is self.state:
+            return
+        if new_state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"invalid broker state transition {self.state.name} -> {new_state.name}")
+        fx.event("BrokerStateChanged", old=self.state.name, new=new_state.name, reason=reason)
+        self.state = new_state
+
+    # ------------------------------------------------------------------ sends
+
+    def maybe_send(self, now_ms: int, last_applied_offset: int, fx: Effects) -> None:
+        """Send whatever is due and not already in flight."""
+        inflight = self._inflight
+        if self.state is BrokerState.STARTING:
+            if inflight["RegisterBroker"] is None and now_ms >= self._register_due_ms:
+                self._send(fx, "RegisterBroker", controller_pb2.RegisterBrokerRequest(
+                    broker_id=self.broker_id,
+                    endpoint=common_pb2.Endpoint(host=self.endpoint[0], port=self.endpoint[1]),
+                    rack=self.rack,
+                    incarnation_id=self.incarnation_id,
+                ))
+        elif inflight["BrokerHeartbeat"] is None and now_ms >= self._heartbeat_due_ms:
+            self._heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms
+            self._send(fx, "BrokerHeartbeat", controller_pb2.BrokerHeartbeatRequest(
+                broker_id=self.broker_id,
+                broker_epoch=self.broker_epoch,
+                current_metadata_offset=last_applied_offset,
+            ))
+        if inflight["FetchMetadataRecords"] is None and now_ms >= self._fetch_due_ms:
+            self._send(fx, "FetchMetadataRecords", controller_pb2.FetchMetadataRecordsRequest(
+                broker_id=self.broker_id,
+                fetch_offset=last_applied_offset + 1,
+                max_wait_ms=self.config.metadata_fetch_max_wait_ms,
+                max_records=self.config.metadata_fetch_max_records,
+            ))
+        # The cluster id only comes with DescribeCluster; ask once after registering.
+        if (
+            self.registered
+            and not self.cluster_id
+            and inflight["DescribeCluster"] is None
+            and now_ms >= self._describe_due_ms
+        ):
+            self._send(fx, "DescribeCluster", controller_pb2.DescribeClusterRequest())
+
+    def _send(self, fx: Effects, rpc: str, message) -> None:
+        request_id = self._ids.next()
+        self._inflight[rpc] = request_id
+        fx.send(Envelope(broker_node(self.broker_id), CONTROLLER_NODE, rpc, message, request_id))
+
+    def next_deadline_ms(self) -> int | None:
+        due = []
+        if self.state is BrokerState.STARTING:
+            if self._inflight["RegisterBroker"] is None:
+                due.append(self._register_due_ms)
+        elif self._inflight["BrokerHeartbeat"] is None:
+            due.append(self._heartbeat_due_ms)
+        if self._inflight["FetchMetadataRecords"] is None:
+            due.append(self._fetch_due_ms)
+        if self.registered and not self.cluster_id and self._inflight["DescribeCluster"] is None:
+            due.append(self._describe_due_ms)
+        return min(due) if due else None
+
+    # ------------------------------------------------------------------ answers
+
+    def accepts(self, envelope: Envelope) -> bool:
+        """True (and the call is no longer in flight) if this answers our latest call of its kind."""
+        if self._inflight.get(envelope.rpc) != envelope.request_id:
+            return False
+        self._inflight[envelope.rpc] = None
+        return True
+
+    def on_register_broker_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        response = envelope.message
+        if envelope.transport_error or response.error_code != ErrorCode.NONE:
+            reason = envelope.transport_error or f"{error_name(response.error_code)}: {response.error_message}"
+            wait_ms = self._register_backoff.failed()
+            self._register_due_ms = now_ms + wait_ms
+            fx.event("RegistrationFailed", reason=reason, retry_in_ms=wait_ms)
+            return
+        self._register_backoff.succeeded()
+        self.broker_epoch = response.broker_epoch
+        self.fenced = True
+        self._heartbeat_due_ms = now_ms  # heartbeat at once: that is how we get unfenced
+        fx.event("BrokerRegistered", broker_id=self.broker_id, broker_epoch=self.broker_epoch,
+                 incarnation_id=self.incarnation_id)
+        self._transition(BrokerState.RECOVERY, fx, "registered")
+
+    def on_broker_heartbeat_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        response = envelope.message
+        if envelope.transport_error or response.error_code != ErrorCode.NONE:
+            if response is not None and response.error_code == ErrorCode.STALE_BROKER_EPOCH:
+                self.broker_epoch = -1
+                self.fenced = True
+                self._register_due_ms = now_ms
+                self._transition(BrokerState.STARTING, fx, "stale broker epoch")
+                return
+            if not self._heartbeat_failing:
+                reason = envelope.transport_error or f"{error_name(response.error_code)}: {response.error_message}"
+                fx.event("HeartbeatFailed", reason=reason)
+            self._heartbeat_failing = True
+            return
+        if self._heartbeat_failing:
+            fx.event("HeartbeatRecovered")
+        self._heartbeat_failing = False
+        self.fenced = response.is_fenced
+        if self.fenced and self.state is BrokerState.RUNNING:
+            self._transition(BrokerState.RECOVERY, fx, "fenced by the controller")
+        self._maybe_run(fx)
+
+    def on_fetch_metadata_records_response(
+        self, envelope: Envelope, now_ms: int, fx: Effects
+    ) -> tuple[int, list[metadata_pb2.MetadataRecord]]:
+        """Returns ``(base_offset, records)`` to replay; schedules the next long-poll."""
+        response = envelope.message
+        if envelope.transport_error or response.error_code != ErrorCode.NONE:
+            wait_ms = self._fetch_backoff.failed()
+            self._fetch_due_ms = now_ms + wait_ms
+            if self._fetch_backoff.failures == 1:
+                reason = envelope.transport_error or f"{error_name(response.error_code)}: {response.error_message}"
+                fx.event("MetadataFetchFailed", reason=reason, retry_in_ms=wait_ms)
+            return 0, []
+        self._fetch_backoff.succeeded()
+        self._fetch_due_ms = now_ms  # the next long-poll goes out at once
+        self.journal_end_offset = response.end_offset
+        return response.base_offset, list(response.records)
+
+    def on_describe_cluster_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        response = envelope.message
+        if envelope.transport_error or response is None:
+            self._describe_due_ms = now_ms + self.config.retry_backoff_max_ms
+            return
+        self.cluster_id = response.cluster_id
+        self.controller_id = response.controller_id
+
+    def metadata_applied(self, last_applied_offset: int, fx: Effects) -> None:
+        """Called after replaying an answer's records: are we caught up with the journal?"""
+        self.caught_up = last_applied_offset + 1 >= self.journal_end_offset
+        self._maybe_run(fx)
+
+    def _maybe_run(self, fx: Effects) -> None:
+        if self.state is BrokerState.RECOVERY and not self.fenced and self.caught_up:
+            self._transition(BrokerState.RUNNING, fx, "unfenced and caught up")

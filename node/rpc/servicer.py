@@ -1,0 +1,50 @@
+"""BrokerService over grpc.aio: each call becomes one request to the core through the driver.
+
+Thin on purpose: no protocol logic here. Per-partition errors travel inside the responses
+(Kafka error codes); a gRPC status is used only when the core itself failed (INTERNAL).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from brokerlab.driver import CoreDriver
+from brokerlab.v1 import broker_pb2, broker_pb2_grpc
+
+SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
+log = logging.getLogger("node.rpc")
+
+
+class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
+    def __init__(self, driver: CoreDriver) -> None:
+        self._driver = driver
+
+    async def _call(self, rpc: str, request, context: grpc.aio.ServicerContext):
+        try:
+            return await self._driver.request(rpc, request)
+        except Exception as exc:  # a core bug must reach the caller as a status, not a hang
+            log.exception("broker core failed on %s", rpc)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    async def Produce(self, request, context):
+        return await self._call("Produce", request, context)
+
+    async def Fetch(self, request, context):
+        return await self._call("Fetch", request, context)
+
+    async def ListOffsets(self, request, context):
+        return await self._call("ListOffsets", request, context)
+
+    async def Metadata(self, request, context):
+        return await self._call("Metadata", request, context)
+
+    async def DescribeLogDirs(self, request, context):
+        return await self._call("DescribeLogDirs", request, context)
+
+
+def add_broker_service(server: grpc.aio.Server, driver: CoreDriver) -> BrokerServicer:
+    servicer = BrokerServicer(driver)
+    broker_pb2_grpc.add_BrokerServiceServicer_to_server(servicer, server)
+    return servicer

@@ -1,0 +1,83 @@
+"""Executes the broker core's sends over gRPC and hands back the answer as an Envelope.
+
+"controller" goes to the ControllerService at the configured address; "broker-N" (issue 3:
+follower fetches) to BrokerService at the endpoint the metadata image gives for broker N.
+A gRPC failure becomes ``envelope.failed(reason)``: the core decides what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import grpc
+
+from brokerlab.ids import CONTROLLER_NODE, broker_id_of
+from brokerlab.rpc.grpc_options import insecure_channel
+from brokerlab.sansio import Envelope
+from brokerlab.v1 import broker_pb2_grpc, controller_pb2_grpc
+from node.config import BrokerConfig
+
+# Room on top of a long-poll's own wait before the call counts as failed.
+LONG_POLL_MARGIN_MS = 1000
+LONG_POLLS = frozenset({"FetchMetadataRecords", "Fetch"})
+
+EndpointOf = Callable[[int], "tuple[str, int] | None"]
+
+
+class BrokerTransport:
+    def __init__(self, config: BrokerConfig, endpoint_of: EndpointOf) -> None:
+        self._config = config
+        self._endpoint_of = endpoint_of
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], object] = {}
+
+    def _address(self, node: str) -> str:
+        if node == CONTROLLER_NODE:
+            if self._config.controller_endpoint is None:
+                raise LookupError("no controller address configured")
+            host, port = self._config.controller_endpoint
+        else:
+            endpoint = self._endpoint_of(broker_id_of(node))
+            if endpoint is None:
+                raise LookupError(f"no endpoint known for {node}")
+            host, port = endpoint
+        return f"{host}:{port}"
+
+    def _stub(self, node: str):
+        address = self._address(node)
+        kind = "controller" if node == CONTROLLER_NODE else "broker"
+        stub = self._stubs.get((kind, address))
+        if stub is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._channels[address] = insecure_channel(address)
+            factory = controller_pb2_grpc.ControllerServiceStub if kind == "controller" else broker_pb2_grpc.BrokerServiceStub
+            stub = self._stubs[(kind, address)] = factory(channel)
+        return stub
+
+    def timeout_s(self, envelope: Envelope) -> float:
+        config = self._config
+        if envelope.rpc in LONG_POLLS:
+            timeout_ms = max(envelope.message.max_wait_ms, 0) + LONG_POLL_MARGIN_MS
+        elif envelope.rpc == "BrokerHeartbeat":
+            # A heartbeat answered later than the session timeout is worthless anyway.
+            timeout_ms = min(config.session_timeout_ms, config.controller_request_timeout_ms)
+        else:
+            timeout_ms = config.controller_request_timeout_ms
+        return timeout_ms / 1000.0
+
+    async def __call__(self, envelope: Envelope) -> Envelope:
+        try:
+            method = getattr(self._stub(envelope.dst), envelope.rpc)
+        except (LookupError, ValueError, AttributeError) as exc:
+            return envelope.failed(f"cannot route {envelope.rpc} to {envelope.dst}: {exc}")
+        try:
+            response = await method(envelope.message, timeout=self.timeout_s(envelope))
+        except grpc.aio.AioRpcError as exc:
+            return envelope.failed(f"{exc.code().name}: {exc.details()}")
+        return envelope.reply(response)
+
+    async def close(self) -> None:
+        channels, self._channels, self._stubs = self._channels, {}, {}
+        for channel in channels.values():
+            await channel.close()
