@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from brokerlab.errors import ErrorCode, KafkaError
 from brokerlab.ids import CONTROLLER_NODE, broker_node
@@ -351,19 +351,22 @@ def route_config(config: dict[str, str]) -> tuple[dict[str, str], dict[str, str]
     Each main rejects keys it does not know, so a key goes where it is known; one known nowhere
     is an error here rather than a node that dies at start-up.
     """
-    controller_keys, broker_keys = known_config_keys()
-    if controller_keys is None or broker_keys is None:
-        return dict(config), dict(config)
-    unknown = sorted(key for key in config if key not in controller_keys and key not in broker_keys)
+    is_controller_key, is_broker_key = config_key_tests()
+    unknown = sorted(key for key in config if not is_controller_key(key) and not is_broker_key(key))
     if unknown:
         raise ClusterError(f"unknown configuration key(s): {', '.join(unknown)}", ErrorCode.INVALID_CONFIG)
-    return ({k: v for k, v in config.items() if k in controller_keys},
-            {k: v for k, v in config.items() if k in broker_keys})
+    return ({k: v for k, v in config.items() if is_controller_key(k)},
+            {k: v for k, v in config.items() if is_broker_key(k)})
 
 
-def known_config_keys() -> tuple[set[str] | None, set[str] | None]:
-    """The key names the controller and the broker accept (None when not discoverable)."""
-    return None, None
+def config_key_tests() -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+    """Whether the controller / a broker accepts a key (from their declared ConfigKeys)."""
+    from controller.config import CONTROLLER_KEYS
+    from node.config import BROKER_KEYS, is_log_key
+
+    controller_keys = {key.name for key in CONTROLLER_KEYS}
+    broker_keys = {key.name for key in BROKER_KEYS}
+    return controller_keys.__contains__, lambda name: name in broker_keys or is_log_key(name)
 
 
 def node_environment() -> dict[str, str]:

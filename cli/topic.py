@@ -1,0 +1,134 @@
+"""``brokerlab topic create|list|delete|describe`` through the Admin client (sent to the controller)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from cli.common import EXIT_OK, add_bootstrap_argument, bootstrap_of, parse_key_values, usage_error
+from cli.output import int_list, print_json, table
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("topic", help="create, list, delete and describe topics")
+    sub = parser.add_subparsers(dest="topic_command", metavar="{create,list,delete,describe}", required=True)
+
+    create = sub.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", type=int, default=-1, help="number of partitions (default: the controller's)")
+    create.add_argument("--replication-factor", type=int, default=-1,
+                        help="replicas per partition, at most the number of brokers (default: the controller's)")
+    create.add_argument("--config", action="append", metavar="KEY=VALUE",
+                        help="topic configuration, e.g. retention.ms=60000 (repeatable)")
+    add_bootstrap_argument(create)
+    create.set_defaults(func=cmd_create)
+
+    listing = sub.add_parser("list", help="topic names, one per line")
+    listing.add_argument("--json", action="store_true")
+    add_bootstrap_argument(listing)
+    listing.set_defaults(func=cmd_list)
+
+    delete = sub.add_parser("delete", help="delete topics and their data")
+    delete.add_argument("names", nargs="+", metavar="NAME")
+    add_bootstrap_argument(delete)
+    delete.set_defaults(func=cmd_delete)
+
+    describe = sub.add_parser("describe", help="partitions: leader, leader epoch, replicas, isr, offsets")
+    describe.add_argument("names", nargs="*", metavar="NAME", help="topics to describe (default: all)")
+    describe.add_argument("--json", action="store_true", help="print JSON (shape in README)")
+    add_bootstrap_argument(describe)
+    describe.set_defaults(func=cmd_describe)
+
+
+async def _with_admin(bootstrap: list[str], action):
+    from client import Admin
+
+    admin = Admin(bootstrap)
+    try:
+        return await action(admin)
+    finally:
+        await admin.close()
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from client import NewTopic
+
+    if args.partitions == 0 or args.partitions < -1:
+        raise usage_error("--partitions must be at least 1")
+    if args.replication_factor == 0 or args.replication_factor < -1:
+        raise usage_error("--replication-factor must be at least 1")
+    topic = NewTopic(args.name, args.partitions, args.replication_factor, parse_key_values(args.config), None)
+    asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.create_topics([topic])))
+    partitions = "default" if args.partitions == -1 else args.partitions
+    factor = "default" if args.replication_factor == -1 else args.replication_factor
+    print(f"created topic {args.name} (partitions: {partitions}, replication factor: {factor})")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = sorted(asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.list_topics())))
+    if args.json:
+        print_json({"topics": names})
+    else:
+        for name in names:
+            print(name)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.delete_topics(args.names)))
+    for name in args.names:
+        print(f"deleted topic {name}")
+    return EXIT_OK
+
+
+def describe_json(descriptions: list[Any]) -> dict:
+    """The stable ``topic describe --json`` shape (documented in the README)."""
+    topics = []
+    for topic in descriptions:
+        partitions = sorted(topic.partitions, key=lambda p: p.partition)
+        topics.append({
+            "name": topic.name,
+            "topic_id": getattr(topic, "topic_id", None),
+            "partition_count": len(partitions),
+            "replication_factor": len(partitions[0].replicas) if partitions else 0,
+            "configs": dict(getattr(topic, "configs", None) or {}),
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "leader": p.leader,
+                    "leader_epoch": p.leader_epoch,
+                    "replicas": list(p.replicas),
+                    "isr": list(p.isr),
+                    "log_end_offset": p.log_end_offset,
+                    "high_watermark": p.high_watermark,
+                }
+                for p in partitions
+            ],
+        })
+    return {"topics": topics}
+
+
+def describe_text(data: dict) -> str:
+    blocks = []
+    for topic in data["topics"]:
+        configs = ",".join(f"{k}={v}" for k, v in sorted(topic["configs"].items())) or "-"
+        head = (f"topic {topic['name']}  partitions: {topic['partition_count']}  "
+                f"replication factor: {topic['replication_factor']}  configs: {configs}")
+        rows = [[p["partition"], p["leader"], p["leader_epoch"], int_list(p["replicas"]), int_list(p["isr"]),
+                 p["log_end_offset"], p["high_watermark"]] for p in topic["partitions"]]
+        blocks.append(head + "\n" + table(
+            ["PARTITION", "LEADER", "LEADER_EPOCH", "REPLICAS", "ISR", "LOG_END_OFFSET", "HIGH_WATERMARK"], rows))
+    return "\n\n".join(blocks) if blocks else "no topics"
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    names = args.names or None
+    descriptions = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.describe_topics(names)))
+    data = describe_json(sorted(descriptions, key=lambda t: t.name))
+    if args.json:
+        print_json(data)
+    else:
+        print(describe_text(data))
+    return EXIT_OK
