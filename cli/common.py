@@ -107,6 +107,8 @@ def describe_error(exc: BaseException) -> tuple[str, str, int]:
         return error_name(int(exc.code)), exc.message or error_name(int(exc.code)), EXIT_FAILED
     if isinstance(exc, ConfigError):
         return "INVALID_CONFIG", str(exc), EXIT_USAGE
+    if _is_serde_error(exc):
+        return "INVALID_REQUEST", str(exc), EXIT_FAILED
     if _is_grpc_error(exc):
         status = exc.code().name  # type: ignore[attr-defined]
         code = _GRPC_STATUS_CODES.get(status, ErrorCode.UNKNOWN_SERVER_ERROR)
@@ -118,6 +120,14 @@ def describe_error(exc: BaseException) -> tuple[str, str, int]:
     if isinstance(exc, OSError):
         return "KAFKA_STORAGE_ERROR", str(exc), EXIT_FAILED
     return "UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}", EXIT_FAILED
+
+
+def _is_serde_error(exc: BaseException) -> bool:
+    """A key/value the chosen (de)serializer rejected (Kafka reports these without a code)."""
+    from client.consumer.records import RecordDeserializationError
+    from client.serde import SerializationError
+
+    return isinstance(exc, (SerializationError, RecordDeserializationError))
 
 
 def _is_grpc_error(exc: BaseException) -> bool:

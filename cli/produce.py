@@ -130,25 +130,24 @@ async def produce_lines(
         producer_factory, admin_factory = producer_factory or Producer, admin_factory or Admin
     await check_topic(admin_factory(bootstrap), topic, partition)
     result = ProduceResult()
-    pending: set[asyncio.Future] = set()
+    pending: set[Any] = set()
 
-    def on_done(future: asyncio.Future) -> None:
-        pending.discard(future)
-        if future.cancelled():
-            result.fail("REQUEST_TIMED_OUT", "cancelled")
-            return
-        exc = future.exception()
+    def on_done(handle: Any) -> None:
+        # ``handle`` is the client's RecordHandle (or an asyncio.Future in tests): same methods.
+        pending.discard(handle)
+        exc = handle.exception()
         if exc is not None:
             code_name, message, _ = describe_error(exc)
             result.fail(code_name, message)
         else:
             result.acknowledged += 1
-            metadata = future.result()
-            part = getattr(metadata, "partition", None)
-            if part is not None:
-                result.partitions[part] = result.partitions.get(part, 0) + 1
+            part = handle.result().partition
+            result.partitions[part] = result.partitions.get(part, 0) + 1
 
-    producer = producer_factory(bootstrap, **settings)
+    try:
+        producer = producer_factory(bootstrap, **settings)
+    except ValueError as exc:  # settings the producer refuses (e.g. delivery timeout too short)
+        raise CliError(ErrorCode.INVALID_CONFIG, str(exc), EXIT_USAGE) from None
     try:
         line_number = 0
         async for chunk in _chunks(lines):
@@ -164,12 +163,14 @@ async def produce_lines(
                     result.fail(code_name, message)
                     continue
                 result.sent += 1
-                future = asyncio.ensure_future(handle)
-                pending.add(future)
-                future.add_done_callback(on_done)
+                pending.add(handle)
+                handle.add_done_callback(on_done)
         await producer.flush()
-        if pending:
-            await asyncio.wait(set(pending))
+        for handle in list(pending):  # flush settles everything; this only waits out stragglers
+            try:
+                await handle
+            except Exception:  # counted by on_done
+                pass
     finally:
         await producer.close()
     return result

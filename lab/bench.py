@@ -100,16 +100,19 @@ async def bench_produce(
     failures: list[BaseException] = []
     now = time.perf_counter
 
-    def on_failure(future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            failures.append(future.exception())
+    # Callbacks get the client's RecordHandle (asyncio.Future-like: exception(), result()).
+    def on_failure(handle: Any) -> None:
+        error = handle.exception()
+        if error is not None:
+            failures.append(error)
 
-    def timed(started: float) -> Callable[[asyncio.Future], None]:
-        def done(future: asyncio.Future) -> None:
-            if not future.cancelled() and future.exception() is None:
+    def timed(started: float) -> Callable[[Any], None]:
+        def done(handle: Any) -> None:
+            error = handle.exception()
+            if error is None:
                 latencies.append((now() - started) * 1000)
             else:
-                on_failure(future)
+                failures.append(error)
         return done
 
     settings = dict(acks=acks, batch_size=batch_size, linger_ms=linger_ms, client_id="brokerlab-bench",
@@ -123,13 +126,12 @@ async def bench_produce(
         for index in range(records):
             sent_at = now() if index % sample_every == 0 else 0.0
             handle = await send(topic, value)
-            future = handle if isinstance(handle, asyncio.Future) else asyncio.ensure_future(handle)
-            future.add_done_callback(timed(sent_at) if sent_at else on_failure)
+            handle.add_done_callback(timed(sent_at) if sent_at else on_failure)
             if progress is not None and index % 4096 == 0 and now() - last_report >= PROGRESS_INTERVAL_S:
                 last_report = now()
                 progress(index, last_report - started)
         await producer.flush()
-        await _completed(future)
+        await _completed(handle)
         elapsed = now() - started
     finally:
         await producer.close()
