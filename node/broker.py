@@ -125,6 +125,13 @@ class BrokerCore:
     # ------------------------------------------------------------------ metadata
 
     def on_fetch_metadata_records_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        response = envelope.message
+        if response is not None and response.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            # We are ahead of the controller's journal (it was wiped or lost a tail): rebuild the
+            # image from offset 0. Local logs stay; replaying the journal re-syncs them.
+            fx.event("MetadataImageReset", last_applied_offset=self.image.last_applied_offset,
+                     journal_end_offset=response.end_offset)
+            self.image = MetadataImage()
         base_offset, records = self.lifecycle.on_fetch_metadata_records_response(envelope, now_ms, fx)
         applied = 0
         touched: set[TopicPartition] = set()
@@ -141,7 +148,7 @@ class BrokerCore:
                      end_offset=self.lifecycle.journal_end_offset)
         if touched:
             self._try_complete_fetches(touched, fx)
-        self.lifecycle.metadata_applied(self.image.last_applied_offset, fx)
+        self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), fx)
 
     def _apply_record(
         self, record: metadata_pb2.MetadataRecord, offset: int, now_ms: int, fx: Effects

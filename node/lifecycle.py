@@ -11,8 +11,11 @@ RECOVERY   registered (fenced until the controller unfences it) or behind the jo
            -> RUNNING once a heartbeat answer says "not fenced" and the image has applied
            everything up to the journal end offset seen in a FetchMetadataRecords answer.
 RUNNING    ready: serves, and the gRPC health service says SERVING.
-           -> RECOVERY when a heartbeat answer says fenced (the controller missed our
-           heartbeats past broker.session.timeout.ms).
+           -> RECOVERY when the metadata journal fences our registration (the controller
+           missed our heartbeats past broker.session.timeout.ms). Only the journal, which is
+           ordered, can take us out of RUNNING: a heartbeat answer may be older than the
+           journal records we already applied (the controller answers "fenced" to the very
+           heartbeat that unfences us).
 any        -> STARTING when a heartbeat answer says STALE_BROKER_EPOCH: our registration is
            gone or replaced, so register again (with the same incarnation id).
 =========  ===========================================================================
@@ -30,6 +33,7 @@ from brokerlab.ids import CONTROLLER_NODE, broker_node
 from brokerlab.sansio import Effects, Envelope, RequestIds
 from brokerlab.v1 import common_pb2, controller_pb2, metadata_pb2
 from node.config import BrokerConfig
+from node.metadata_image import BrokerImage
 
 
 class BrokerState(enum.Enum):
@@ -212,10 +216,9 @@ class BrokerLifecycle:
         if self._heartbeat_failing:
             fx.event("HeartbeatRecovered")
         self._heartbeat_failing = False
-        self.fenced = response.is_fenced
-        if self.fenced and self.state is BrokerState.RUNNING:
-            self._transition(BrokerState.RECOVERY, fx, "fenced by the controller")
-        self._maybe_run(fx)
+        if self.state is BrokerState.RECOVERY:
+            self.fenced = response.is_fenced
+            self._maybe_run(fx)
 
     def on_fetch_metadata_records_response(
         self, envelope: Envelope, now_ms: int, fx: Effects
@@ -242,9 +245,16 @@ class BrokerLifecycle:
         self.cluster_id = response.cluster_id
         self.controller_id = response.controller_id
 
-    def metadata_applied(self, last_applied_offset: int, fx: Effects) -> None:
-        """Called after replaying an answer's records: are we caught up with the journal?"""
+    def metadata_applied(self, last_applied_offset: int, own: BrokerImage | None, fx: Effects) -> None:
+        """Called after replaying an answer's records (``own``: our broker in the image).
+
+        Are we caught up with the journal, and does the journal fence or unfence us?
+        """
         self.caught_up = last_applied_offset + 1 >= self.journal_end_offset
+        if self.registered and own is not None and own.broker_epoch == self.broker_epoch:
+            self.fenced = own.fenced
+            if own.fenced and self.state is BrokerState.RUNNING:
+                self._transition(BrokerState.RECOVERY, fx, "fenced in the metadata journal")
         self._maybe_run(fx)
 
     def _maybe_run(self, fx: Effects) -> None:

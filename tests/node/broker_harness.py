@@ -34,6 +34,10 @@ def unfence_record(broker_id: int, epoch: int) -> metadata_pb2.MetadataRecord:
     return metadata_pb2.MetadataRecord(unfence_broker=metadata_pb2.UnfenceBrokerRecord(broker_id=broker_id, broker_epoch=epoch))
 
 
+def fence_record(broker_id: int, epoch: int) -> metadata_pb2.MetadataRecord:
+    return metadata_pb2.MetadataRecord(fence_broker=metadata_pb2.FenceBrokerRecord(broker_id=broker_id, broker_epoch=epoch))
+
+
 def topic_record(name: str, topic_id: str, **configs: str) -> metadata_pb2.MetadataRecord:
     return metadata_pb2.MetadataRecord(topic=metadata_pb2.TopicRecord(
         name=name, topic_id=topic_id, configs=[metadata_pb2.TopicConfig(name=k, value=v) for k, v in configs.items()]))

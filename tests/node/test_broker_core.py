@@ -5,10 +5,13 @@ from __future__ import annotations
 from broker_harness import (
     BrokerHarness,
     batch,
+    fence_record,
     leader_change_record,
     partition_record,
+    register_record,
     remove_topic_record,
     topic_record,
+    unfence_record,
 )
 
 from brokerlab.errors import ErrorCode
@@ -80,21 +83,52 @@ def test_ready_needs_unfenced_and_caught_up() -> None:
     assert h.core.image.last_applied_offset == 3
 
 
-def test_fenced_heartbeat_and_stale_epoch() -> None:
+def test_fencing_follows_the_journal_and_stale_epoch_reregisters() -> None:
     h = BrokerHarness()
-    h.start()
+    h.start([register_record(1, 7), unfence_record(1, 7)])
     [heartbeat] = h.sent(h.tick(200), "BrokerHeartbeat")
     assert heartbeat.message.current_metadata_offset == h.core.image.last_applied_offset
+    # A heartbeat answer may be older than the journal: "fenced" there does not stop a running broker.
     h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=True))
+    assert h.core.is_ready
+    h.apply([fence_record(1, 7)])
     assert h.core.state is BrokerState.RECOVERY and not h.core.is_ready
+    h.apply([unfence_record(1, 7)])
+    assert h.core.is_ready
+    h.apply([fence_record(1, 7)])
     [heartbeat] = h.sent(h.tick(200), "BrokerHeartbeat")
-    h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=False))
+    h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=False))  # unfenced by this heartbeat
     assert h.core.is_ready
     [heartbeat] = h.sent(h.tick(200), "BrokerHeartbeat")
     fx = h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(error_code=ErrorCode.STALE_BROKER_EPOCH))
     assert h.core.state is BrokerState.STARTING
     [register] = h.sent(fx, "RegisterBroker")
     assert register.message.incarnation_id == "incarnation-1"
+
+
+def test_unfence_record_makes_the_broker_ready_without_waiting_for_a_heartbeat() -> None:
+    h = BrokerHarness()
+    fx = h.tick()
+    [register], [fetch] = h.sent(fx, "RegisterBroker"), h.sent(fx, "FetchMetadataRecords")
+    [heartbeat] = h.sent(h.answer(register, controller_pb2.RegisterBrokerResponse(broker_epoch=0)), "BrokerHeartbeat")
+    h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=True, is_caught_up=False))
+    fx = h.fetch_answer(fetch, [register_record(1, 0)])
+    assert not h.core.is_ready
+    [fetch] = h.sent(fx, "FetchMetadataRecords")
+    h.fetch_answer(fetch, [unfence_record(1, 0)])
+    assert h.core.is_ready
+
+
+def test_metadata_offset_out_of_range_rebuilds_the_image() -> None:
+    h = BrokerHarness()
+    h.start(ORDERS)
+    assert h.core.image.last_applied_offset == 9
+    fetch = h.pending_fetch
+    h.answer(fetch, controller_pb2.FetchMetadataRecordsResponse(
+        error_code=ErrorCode.OFFSET_OUT_OF_RANGE, base_offset=10, end_offset=2))
+    assert h.core.image.last_applied_offset == -1 and "MetadataImageReset" in h.event_names()
+    [fetch] = h.sent(h.tick(100), "FetchMetadataRecords")
+    assert fetch.message.fetch_offset == 0
 
 
 def test_metadata_fetch_errors_back_off_and_stale_answers_are_ignored() -> None:
