@@ -150,10 +150,11 @@ class MetadataCache:
         return None if info is None else len(info.partitions)
 
     def partition_info(self, tp: TopicPartition) -> PartitionInfo | None:
-        info = self._topics.get(tp.topic)
-        if info is None or not 0 <= tp.partition < len(info.partitions):
+        topic, partition = tp  # a TopicPartition or a plain (topic, partition) tuple
+        info = self._topics.get(topic)
+        if info is None or not 0 <= partition < len(info.partitions):
             return None
-        return info.partitions[tp.partition]
+        return info.partitions[partition]
 
     def leader_for(self, tp: TopicPartition) -> int | None:
         """The leader's broker id, or None when unknown or leaderless."""

@@ -163,8 +163,8 @@ class ClusterLink:
 
     # ---- metadata ------------------------------------------------------------------------
 
-    async def refresh_metadata(self, topics: list[str] | None = None) -> None:
-        """Fetch metadata (for ``topics``, or every topic) into ``cache``.
+    async def refresh_metadata(self, topics: list[str] | None = None) -> broker_pb2.MetadataResponse:
+        """Fetch metadata (for ``topics``, or every topic) into ``cache``; returns the response.
 
         Asks the known brokers first (rotating which one goes first), then the bootstrap
         addresses; the first answer wins. Concurrent refreshes of the same topics share one call.
@@ -176,7 +176,7 @@ class ClusterLink:
             future = asyncio.ensure_future(self._refresh(key))
             self._refreshes[key] = future
             future.add_done_callback(lambda f, k=key: self._refresh_done(k, f))
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
 
     def _refresh_done(self, key, future: asyncio.Future) -> None:
         if self._refreshes.get(key) is future:
@@ -197,7 +197,7 @@ class ClusterLink:
             known = known[start:] + known[:start]
         return list(dict.fromkeys(known + self.bootstrap))
 
-    async def _refresh(self, topics: tuple[str, ...] | None) -> None:
+    async def _refresh(self, topics: tuple[str, ...] | None) -> broker_pb2.MetadataResponse:
         request = broker_pb2.MetadataRequest(topics=list(topics or ()))
         errors = []
         for address in self._metadata_candidates():
@@ -207,7 +207,7 @@ class ClusterLink:
                 errors.append(exc.message)
                 continue
             self.cache.update(response, self.now_ms(), full=topics is None)
-            return
+            return response
         raise KafkaError(
             ErrorCode.NETWORK_EXCEPTION,
             f"no broker answered Metadata; last error: {errors[-1] if errors else 'no address to try'}",

@@ -1,0 +1,267 @@
+"""The asyncio Consumer (no groups): assign, seek, poll, position.
+
+A thin facade: the sans-IO FetchCore decides what to fetch and holds positions; the kernel's
+CoreDriver runs it, sending its envelopes through ClusterLink; a background task keeps the
+metadata fresh. poll() drains what the core buffered and lets the next fetches go out before
+returning, so fetching overlaps with the application's work (Kafka's fetcher pipelining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Iterable
+
+from brokerlab.driver import CoreDriver
+from brokerlab.errors import ErrorCode, KafkaError
+from brokerlab.ids import TopicPartition, broker_id_of
+from brokerlab.sansio import Envelope, TraceEvent
+from client import serde
+from client.consumer.fetcher import FetchConfig, FetchCore
+from client.consumer.records import ConsumerRecord
+from client.rpc.cluster_link import ClusterLink
+
+log = logging.getLogger("brokerlab.client.consumer")
+
+DeserializerSpec = "Callable[[bytes | None], Any] | str | None"
+
+
+def resolve_deserializer(spec: Any) -> Callable[[Any], Any] | None:
+    """A callable, a serde name ("bytes", "str", "json", ...) or None (raw bytes)."""
+    if spec is None or spec == "bytes" or spec is serde.deserialize_bytes:
+        return None  # records already carry bytes: skip a call per record
+    if isinstance(spec, str):
+        return serde.deserializer(spec)
+    if not callable(spec):
+        raise TypeError(f"a deserializer must be callable or a name, not {type(spec).__name__}")
+    return spec
+
+
+class Consumer:
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        *,
+        key_deserializer: Any = None,
+        value_deserializer: Any = None,
+        auto_offset_reset: str = "latest",
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        max_poll_records: int = 500,
+        client_id: str | None = None,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        metadata_max_age_ms: int = 300_000,
+        check_crcs: bool = True,
+    ) -> None:
+        if max_poll_records < 1:
+            raise ValueError("max_poll_records must be at least 1")
+        self.max_poll_records = max_poll_records
+        self.request_timeout_ms = request_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.client_id = client_id or "consumer"
+        self._link = ClusterLink(bootstrap, metadata_max_age_ms, request_timeout_ms)
+        config = FetchConfig(
+            auto_offset_reset=auto_offset_reset,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            retry_backoff_ms=retry_backoff_ms,
+            check_crcs=check_crcs,
+            key_deserializer=resolve_deserializer(key_deserializer),
+            value_deserializer=resolve_deserializer(value_deserializer),
+        )
+        self._core = FetchCore(config, self._link.cache, node=f"client-{self.client_id}")
+        self._driver: CoreDriver | None = None
+        self._runner: asyncio.Task | None = None
+        self._changed: asyncio.Event | None = None  # the core reported something (poll waits on it)
+        self._metadata_wanted: asyncio.Event | None = None  # wakes the metadata task
+        self._closed = False
+        self._last_refresh_ms: int | None = None
+
+    async def __aenter__(self) -> "Consumer":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    # ---- assignment --------------------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        self._core.assign(TopicPartition(*tp) for tp in partitions)
+        self._kick()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._core.assignment())
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._check_open()
+        self._core.seek(TopicPartition(*tp), offset)
+        self._kick()
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        await self._seek_to("earliest", partitions)
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        await self._seek_to("latest", partitions)
+
+    async def _seek_to(self, strategy: str, partitions: tuple[TopicPartition, ...]) -> None:
+        """Ask the leaders (ListOffsets -2 / -1) and wait until every position is known."""
+        self._check_open()
+        tps = [TopicPartition(*tp) for tp in partitions] or self._core.assignment()
+        for tp in tps:
+            self._core.request_offset_reset(tp, strategy)
+        self._kick()
+        await self._wait_for_positions(tps)
+
+    async def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record poll returns; resolves a pending reset first."""
+        self._check_open()
+        tp = TopicPartition(*tp)
+        if self._core.position(tp) is None:
+            self._kick()
+            await self._wait_for_positions([tp])
+        return self._core.position(tp)
+
+    def high_watermark(self, tp: TopicPartition) -> int:
+        """The leader's high watermark as of the last fetch of ``tp`` (-1 before one)."""
+        return self._core.high_watermark(TopicPartition(*tp))
+
+    async def _wait_for_positions(self, tps: list[TopicPartition]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_ms / 1000
+        while True:
+            missing = [tp for tp in tps if self._core.position(tp) is None]
+            if not missing:
+                return
+            for tp in missing:
+                error = self._core.partition_error(tp)
+                if error is not None:
+                    raise error
+            error = self._core.take_error()
+            if error is not None:
+                raise error
+            if not await self._wait_changed(deadline - loop.time()):
+                raise KafkaError(
+                    ErrorCode.REQUEST_TIMED_OUT,
+                    f"no offset for {', '.join(map(str, missing))} within {self.request_timeout_ms} ms",
+                )
+
+    # ---- poll --------------------------------------------------------------------------------
+
+    async def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerRecord]:
+        """Up to ``max_poll_records`` records, waiting at most ``timeout_ms`` for the first."""
+        self._check_open()
+        limit = max_records or self.max_poll_records
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        self._kick()
+        while True:
+            error = self._core.take_error()
+            if error is not None:
+                raise error
+            records = self._core.drain(limit)
+            if records:
+                # Room freed in the buffer: let the next fetches travel while the app works.
+                self._driver.execute(self._core.tick(self._link.now_ms()))
+                return records
+            if not await self._wait_changed(deadline - loop.time()):
+                return []
+
+    async def _wait_changed(self, timeout_s: float) -> bool:
+        if timeout_s <= 0:
+            return False
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    # ---- running the core --------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        """Start the driver on first use, then run a tick so new work goes out at once.
+
+        Outside an event loop (assign() before asyncio.run) it does nothing: poll kicks again.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._driver is None:
+            self._changed = asyncio.Event()
+            self._metadata_wanted = asyncio.Event()
+            self._driver = CoreDriver(
+                self._core, self._core.node, self._transport, self._link.now_ms, self._on_event
+            )
+            self._runner = asyncio.ensure_future(self._keep_metadata_fresh())
+        self._driver.execute(self._core.tick(self._link.now_ms()))
+        self._metadata_wanted.set()  # the assignment may need a refresh
+
+    def _on_event(self, event: TraceEvent) -> None:
+        if event.name != "RecordsFetched":
+            log.debug("%s %s", event.name, event.fields)
+        self._changed.set()
+        if self._link.cache.update_requested:
+            self._metadata_wanted.set()
+
+    async def _transport(self, envelope: Envelope) -> Envelope:
+        timeout_ms = self.request_timeout_ms
+        if envelope.rpc == "Fetch":
+            timeout_ms += envelope.message.max_wait_ms  # a long-poll may legitimately wait that long
+        try:
+            response = await self._link.call_broker(
+                broker_id_of(envelope.dst), envelope.rpc, envelope.message, timeout_ms
+            )
+        except KafkaError as exc:
+            return envelope.failed(str(exc))
+        return envelope.reply(response)
+
+    async def _keep_metadata_fresh(self) -> None:
+        """Refresh metadata when the core asks (leader moved, broker gone) or it grew old."""
+        cache = self._link.cache
+        while not self._closed:
+            now_ms = self._link.now_ms()
+            if self._core.assignment() and cache.needs_update(now_ms):
+                since = None if self._last_refresh_ms is None else now_ms - self._last_refresh_ms
+                if since is not None and since < self.retry_backoff_ms:
+                    await asyncio.sleep((self.retry_backoff_ms - since) / 1000)  # refresh backoff
+                    continue
+                self._last_refresh_ms = now_ms
+                try:
+                    await self._link.refresh_metadata(cache.wanted_topics())
+                except KafkaError as exc:
+                    log.warning("metadata refresh failed: %s", exc)
+                self._driver.execute(self._core.tick(self._link.now_ms()))
+                self._changed.set()  # a poll or position() waiting on a leader may go on
+                continue
+            wait_s = cache.metadata_max_age_ms / 1000
+            if cache.last_update_ms is not None:
+                wait_s = max(0.0, (cache.last_update_ms + cache.metadata_max_age_ms - now_ms) / 1000)
+            self._metadata_wanted.clear()
+            try:
+                await asyncio.wait_for(self._metadata_wanted.wait(), wait_s)
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- closing -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KafkaError(ErrorCode.NETWORK_EXCEPTION, "the consumer is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._driver is not None:
+            await self._driver.close()
+        await self._link.close()
