@@ -1,0 +1,141 @@
+"""Blocking facades for scripts: the asyncio clients run on an event loop in a background thread.
+
+``EventLoopThread`` is shared plumbing (one daemon thread running one loop; ``run(coro)``
+blocks for the result). ``SyncProducer`` comes first; the consumer and admin facades follow
+below it in this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+
+from client.producer import Producer, RecordHandle, RecordMetadata
+
+
+class EventLoopThread:
+    """A private event loop in a daemon thread; ``run`` executes a coroutine there and waits."""
+
+    def __init__(self, name: str = "brokerlab-client") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a blocking client call from inside its own event loop would deadlock")
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+async def _await_handle(handle: RecordHandle) -> RecordMetadata:
+    return await handle
+
+
+class SyncRecordHandle:
+    """A ``concurrent.futures.Future``-like view of one send: ``result(timeout)`` blocks."""
+
+    __slots__ = ("_handle", "_runner")
+
+    def __init__(self, handle: RecordHandle, runner: EventLoopThread) -> None:
+        self._handle = handle
+        self._runner = runner
+
+    @property
+    def topic(self) -> str:
+        return self._handle.topic
+
+    @property
+    def partition(self) -> int:
+        return self._handle.partition
+
+    def done(self) -> bool:
+        return self._handle.done()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """RecordMetadata once acknowledged; raises its KafkaError, or TimeoutError."""
+        if self._handle.done():
+            return self._handle.result()
+        return self._runner.run(_await_handle(self._handle), timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise
+        except Exception as exc:
+            return exc
+        return None
+
+    def add_done_callback(self, callback: Callable[["SyncRecordHandle"], Any]) -> None:
+        """``callback(handle)`` on completion; it runs in the client's loop thread."""
+        self._runner.loop.call_soon_threadsafe(self._handle.add_done_callback, lambda _h: callback(self))
+
+
+class SyncProducer:
+    """``Producer`` with blocking methods; same arguments. ``send`` returns a SyncRecordHandle."""
+
+    def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
+        self._runner = EventLoopThread("brokerlab-producer")
+        try:
+            self._producer: Producer = self._runner.run(self._start(bootstrap, options))
+        except BaseException:
+            self._runner.stop()
+            raise
+        self._closed = False
+
+    @staticmethod
+    async def _start(bootstrap, options) -> Producer:
+        producer = Producer(bootstrap, **options)
+        await producer.start()
+        return producer
+
+    def __enter__(self) -> "SyncProducer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def send(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        partition: int | None = None,
+        headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> SyncRecordHandle:
+        handle = self._runner.run(self._producer.send(topic, value, key, partition, headers, timestamp_ms))
+        return SyncRecordHandle(handle, self._runner)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._runner.run(self._producer.flush(), timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._runner.run(self._producer.close(None if timeout is None else int(timeout * 1000)))
+        finally:
+            self._runner.stop()
