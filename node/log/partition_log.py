@@ -1,0 +1,604 @@
+"""The log of one partition: a directory of segments, appended to at the end (Kafka's UnifiedLog).
+
+Batches stay opaque bytes: an append validates them (``validate_batches``), copies the payload
+into one bytearray, stamps base offsets and the leader epoch in place (outside the CRC) and
+writes it with a single append to the active segment. Reads return whole batches sliced from
+one read of the segment file. Time comes in as ``now_ms``; files go through the ``Disk`` port.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import NamedTuple
+
+from brokerlab.disk import Disk
+from brokerlab.ids import TopicPartition
+from brokerlab.record_batch import BatchHeader, set_base_offset, set_partition_leader_epoch, validate_batches
+from brokerlab.sansio import TraceEvent
+from node.log import checkpoints
+from node.log.config import LogConfig
+from node.log.epoch_cache import LeaderEpochCache
+from node.log.errors import (
+    CorruptBatchError,
+    FencedLeaderEpochError,
+    InvalidOffsetError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+)
+from node.log.recovery import load_segments
+from node.log.retention import deletable_prefix
+from node.log.segment import BatchEntry, LogSegment
+
+__all__ = [
+    "AppendInfo",
+    "CorruptBatchError",
+    "FencedLeaderEpochError",
+    "InvalidOffsetError",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "RecordTooLargeError",
+]
+
+# Relative offsets in the index must fit (Kafka rolls before they pass Int.MaxValue).
+MAX_RELATIVE_OFFSET = (1 << 31) - 1
+
+
+class AppendInfo(NamedTuple):
+    base_offset: int
+    last_offset: int
+    record_count: int
+    log_append_time_ms: int
+    max_timestamp_ms: int
+
+
+class PartitionLog:
+    """Open one with ``PartitionLog.open`` (existing directory) or ``PartitionLog.create``."""
+
+    def __init__(
+        self,
+        disk: Disk,
+        directory: str,
+        topic_partition: TopicPartition,
+        config: LogConfig,
+        segments: list[LogSegment],
+        now_ms: int,
+        *,
+        topic_id: str | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.disk = disk
+        self.directory = directory
+        self.topic_partition = topic_partition
+        self.config = config
+        self.topic_id = topic_id
+        self.overrides = dict(overrides or {})
+        self._segments = segments
+        self._bases = [segment.base_offset for segment in segments]
+        self._size_bytes = sum(segment.size for segment in segments)
+        self._log_start_offset = segments[0].base_offset
+        self._high_watermark = self._log_start_offset
+        # Everything below the recovery point is fsynced; a crash recovery scans from it.
+        self.recovery_point = self.log_end_offset
+        # Segments from this base offset on may hold unflushed bytes or index entries.
+        self._first_unflushed_base = segments[-1].base_offset
+        self._roll_flush_due_ms: int | None = None
+        self._last_flush_ms = now_ms
+        self._dir_unsynced = False
+        self._events: list[TraceEvent] = []
+        self.leader_epoch_cache = LeaderEpochCache(log_end_offset=lambda: self.log_end_offset)
+        self.closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(
+        cls,
+        disk: Disk,
+        directory: str,
+        topic_partition: TopicPartition,
+        config: LogConfig,
+        now_ms: int,
+        *,
+        topic_id: str | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> "PartitionLog":
+        """A new empty log starting at offset 0 in a new directory."""
+        disk.makedirs(directory)
+        if topic_id is not None:
+            disk.write_file_atomic(f"{directory}/{checkpoints.PARTITION_METADATA}",
+                                   checkpoints.format_partition_metadata(topic_id))
+        if overrides:
+            disk.write_file_atomic(f"{directory}/{checkpoints.PARTITION_CONFIG}",
+                                   checkpoints.format_overrides(overrides))
+        segment = LogSegment.create(disk, directory, 0, config.index_interval_bytes)
+        log = cls(disk, directory, topic_partition, config, [segment], now_ms,
+                  topic_id=topic_id, overrides=overrides)
+        log._dir_unsynced = True
+        log._write_epochs(log.leader_epoch_cache.entries)
+        log.leader_epoch_cache.on_change = log._write_epochs
+        return log
+
+    @classmethod
+    def open(
+        cls,
+        disk: Disk,
+        directory: str,
+        topic_partition: TopicPartition,
+        config: LogConfig,
+        now_ms: int,
+        *,
+        recovery_point: int = 0,
+        log_start_offset: int = 0,
+        high_watermark: int = 0,
+        clean_shutdown: bool = False,
+    ) -> "PartitionLog":
+        """Open an existing directory, recovering it if ``clean_shutdown`` is False.
+
+        What recovery did is in ``drain_events()`` (a ``LogRecovered`` event).
+        """
+        overrides = cls._read_overrides(disk, directory)
+        try:
+            config = config.with_topic_overrides(overrides)
+        except ValueError:
+            overrides = {}  # a stale file must not keep the partition from opening
+        topic_id = None
+        metadata_path = f"{directory}/{checkpoints.PARTITION_METADATA}"
+        if disk.exists(metadata_path):
+            topic_id = checkpoints.parse_partition_metadata(disk.read_file(metadata_path))
+        load = load_segments(disk, directory, config.index_interval_bytes, recovery_point, clean_shutdown, now_ms)
+        segments = load.segments
+        if not segments:
+            # Nothing survived (a crash before the first flush): start where the log stood.
+            base = max(log_start_offset, recovery_point)
+            segments.append(LogSegment.create(disk, directory, base, config.index_interval_bytes))
+        log = cls(disk, directory, topic_partition, config, segments, now_ms,
+                  topic_id=topic_id, overrides=overrides)
+        log._log_start_offset = min(max(log_start_offset, segments[0].base_offset), log.log_end_offset)
+        log._high_watermark = min(max(high_watermark, log._log_start_offset), log.log_end_offset)
+        log._load_epoch_cache(load)
+        if load.recovered:
+            log._events.append(TraceEvent("LogRecovered", {
+                "topic": topic_partition.topic,
+                "partition": topic_partition.partition,
+                "truncated_bytes": load.truncated_bytes,
+                "log_end_offset": log.log_end_offset,
+                "recovery_point": recovery_point,
+                "scan_start_offset": load.scan_start_offset,
+                "scanned_segments": load.scanned_segments,
+                "deleted_segments": load.deleted_segments,
+                "problem": load.problem,
+            }))
+        return log
+
+    @staticmethod
+    def _read_overrides(disk: Disk, directory: str) -> dict[str, str]:
+        path = f"{directory}/{checkpoints.PARTITION_CONFIG}"
+        if not disk.exists(path):
+            return {}
+        return checkpoints.parse_overrides(disk.read_file(path))
+
+    def _load_epoch_cache(self, load) -> None:
+        path = f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}"
+        entries: list[tuple[int, int]] = []
+        missing = not self.disk.exists(path)
+        if not missing:
+            try:
+                entries = checkpoints.parse_epochs(self.disk.read_file(path), path)
+            except (checkpoints.CheckpointError, FileNotFoundError):
+                missing = True
+        cache = LeaderEpochCache(entries, log_end_offset=lambda: self.log_end_offset)
+        if load.recovered:
+            # Epochs of the scanned region come from the batches themselves (Kafka's recovery).
+            cache.truncate_from_end(load.scan_start_offset)
+            for epoch, offset in load.epochs:
+                if epoch > cache.latest_epoch:
+                    cache.assign(epoch, offset)
+        elif missing and self.log_end_offset > self._log_start_offset:
+            for epoch, offset in self._epochs_from_headers():
+                if epoch > cache.latest_epoch:
+                    cache.assign(epoch, offset)
+        cache.truncate_from_end(self.log_end_offset)
+        cache.truncate_from_start(self._log_start_offset)
+        self.leader_epoch_cache = cache
+        if cache.entries != entries or missing:
+            self._write_epochs(cache.entries)
+        cache.on_change = self._write_epochs
+
+    def _epochs_from_headers(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for segment in self._segments:
+            for _, header in segment.walk_headers():
+                epoch = header.partition_leader_epoch
+                if epoch >= 0 and (not out or out[-1][0] != epoch):
+                    out.append((epoch, header.base_offset))
+        return out
+
+    def _write_epochs(self, entries) -> None:
+        self.disk.write_file_atomic(f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}",
+                                    checkpoints.format_epochs(entries))
+
+    def update_config(self, config: LogConfig, overrides: dict[str, str] | None = None) -> None:
+        """New topic configuration (persisted, so a restart applies it before metadata arrives)."""
+        self.config = config
+        for segment in self._segments:
+            segment.index_interval_bytes = config.index_interval_bytes
+        if overrides is not None and overrides != self.overrides:
+            self.overrides = dict(overrides)
+            self.disk.write_file_atomic(f"{self.directory}/{checkpoints.PARTITION_CONFIG}",
+                                        checkpoints.format_overrides(overrides))
+
+    def set_topic_id(self, topic_id: str) -> None:
+        self.topic_id = topic_id
+        self.disk.write_file_atomic(f"{self.directory}/{checkpoints.PARTITION_METADATA}",
+                                    checkpoints.format_partition_metadata(topic_id))
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = min(max(offset, self._log_start_offset), self.log_end_offset)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        return list(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    def drain_events(self) -> list[TraceEvent]:
+        """Trace events since the last call (segment rolls and deletions, truncation, recovery)."""
+        events, self._events = self._events, []
+        return events
+
+    def _event(self, name: str, **fields) -> None:
+        self._events.append(TraceEvent(name, {
+            "topic": self.topic_partition.topic, "partition": self.topic_partition.partition, **fields
+        }))
+
+    # ------------------------------------------------------------------ append
+
+    def append_as_leader(self, records: bytes, leader_epoch: int, now_ms: int) -> AppendInfo:
+        """Validate, assign offsets from the log end, stamp ``leader_epoch`` and append.
+
+        Raises CorruptBatchError, RecordTooLargeError or FencedLeaderEpochError with nothing
+        appended.
+        """
+        headers = validate_batches(records)
+        self._check_sizes(headers)
+        if leader_epoch < self.leader_epoch_cache.latest_epoch:
+            raise FencedLeaderEpochError(
+                f"leader epoch {leader_epoch} is older than the log's {self.leader_epoch_cache.latest_epoch}"
+            )
+        data = bytearray(records)
+        base_offset = offset = self.log_end_offset
+        entries: list[BatchEntry] = []
+        position = 0
+        max_timestamp = -1
+        for header in headers:
+            set_base_offset(data, position, offset)
+            set_partition_leader_epoch(data, position, leader_epoch)
+            last_offset = offset + header.last_offset_delta
+            entries.append((position, offset, last_offset, header.max_timestamp, header.size_bytes))
+            if header.max_timestamp > max_timestamp:
+                max_timestamp = header.max_timestamp
+            offset = last_offset + 1
+            position += header.size_bytes
+        if leader_epoch >= 0:
+            self.leader_epoch_cache.assign(leader_epoch, base_offset)
+        self._append(data, entries, now_ms)
+        return AppendInfo(base_offset, offset - 1, offset - base_offset, now_ms, max_timestamp)
+
+    def append_as_follower(self, records: bytes, now_ms: int) -> AppendInfo:
+        """Append batches that already carry their offsets and epochs (replication).
+
+        The first batch must start at the log end and each next one where the previous ended,
+        else InvalidOffsetError; CorruptBatchError for a bad batch. Nothing appended on error.
+        """
+        headers = validate_batches(records)
+        expected = self.log_end_offset
+        entries: list[BatchEntry] = []
+        position = 0
+        max_timestamp = -1
+        for header in headers:
+            if header.base_offset != expected:
+                raise InvalidOffsetError(
+                    f"batch at position {position} starts at offset {header.base_offset}, "
+                    f"expected {expected} (the log end offset is {self.log_end_offset})"
+                )
+            entries.append((position, header.base_offset, header.last_offset, header.max_timestamp, header.size_bytes))
+            if header.max_timestamp > max_timestamp:
+                max_timestamp = header.max_timestamp
+            expected = header.next_offset
+            position += header.size_bytes
+        # No max.message.bytes check: the leader accepted these; refusing would stall replication.
+        base_offset = headers[0].base_offset
+        for header in headers:
+            epoch = header.partition_leader_epoch
+            if epoch > self.leader_epoch_cache.latest_epoch:
+                self.leader_epoch_cache.assign(epoch, header.base_offset)
+        self._append(bytes(records), entries, now_ms)
+        return AppendInfo(base_offset, expected - 1, expected - base_offset, now_ms, max_timestamp)
+
+    def _check_sizes(self, headers: list[BatchHeader]) -> None:
+        for header in headers:
+            if header.size_bytes > self.config.max_message_bytes:
+                raise RecordTooLargeError(header.size_bytes, self.config.max_message_bytes)
+            if header.size_bytes > self.config.segment_bytes:
+                raise RecordTooLargeError(header.size_bytes, self.config.segment_bytes, "segment.bytes")
+
+    def _append(self, data: bytes | bytearray, entries: list[BatchEntry], now_ms: int) -> None:
+        segment = self._segments[-1]
+        reason = self._roll_reason(segment, len(data), entries[-1][2], now_ms)
+        if reason is not None:
+            segment = self._roll(now_ms, reason)
+        segment.append(data, entries, now_ms)
+        self._size_bytes += len(data)
+        if self.config.flush_policy == "batch":
+            self.flush(now_ms)
+
+    def _roll_reason(self, segment: LogSegment, size: int, last_offset: int, now_ms: int) -> str | None:
+        if segment.is_empty:
+            return None
+        if segment.size + size > self.config.segment_bytes:
+            return "segment_bytes"
+        if segment.rolling_base_ms is not None and now_ms - segment.rolling_base_ms >= self.config.segment_ms:
+            return "segment_ms"
+        if last_offset - segment.base_offset > MAX_RELATIVE_OFFSET:
+            return "offset_overflow"
+        return None
+
+    def _roll(self, now_ms: int, reason: str) -> LogSegment:
+        old = self._segments[-1]
+        old.on_inactive()
+        new = LogSegment.create(self.disk, self.directory, old.next_offset, self.config.index_interval_bytes)
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        self._dir_unsynced = True
+        # Kafka flushes a rolled segment soon after the roll, off the append path: tick does it.
+        self._first_unflushed_base = min(self._first_unflushed_base, old.base_offset)
+        if self._roll_flush_due_ms is None:
+            self._roll_flush_due_ms = now_ms
+        self._event("SegmentRolled", base_offset=new.base_offset, previous_base_offset=old.base_offset,
+                    previous_size_bytes=old.size, reason=reason)
+        return new
+
+    def roll(self, now_ms: int) -> LogSegment:
+        """Start a new segment now (if the active one holds anything)."""
+        if self._segments[-1].is_empty:
+            return self._segments[-1]
+        return self._roll(now_ms, "requested")
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self, now_ms: int | None = None, upto: int | None = None, include_active_indexes: bool = False) -> None:
+        """fsync every segment below ``upto`` (default: the log end) and advance the recovery point."""
+        target = self.log_end_offset if upto is None else min(upto, self.log_end_offset)
+        active = self._segments[-1]
+        start = bisect.bisect_right(self._bases, self._first_unflushed_base) - 1
+        for segment in self._segments[max(start, 0):]:
+            if segment.base_offset >= target and not (segment is active and include_active_indexes):
+                break
+            segment.flush(include_indexes=segment is not active or include_active_indexes)
+        if self._dir_unsynced:
+            self.disk.fsync_dir(self.directory)
+            self._dir_unsynced = False
+        if target >= active.base_offset:
+            self._first_unflushed_base = active.base_offset
+            self._roll_flush_due_ms = None
+        self.recovery_point = max(self.recovery_point, target)
+        if now_ms is not None:
+            self._last_flush_ms = now_ms
+
+    @property
+    def has_unflushed_data(self) -> bool:
+        return self.recovery_point < self.log_end_offset
+
+    def tick(self, now_ms: int) -> None:
+        """Roll by age, flush rolled segments, and flush on the interval policy."""
+        active = self._segments[-1]
+        if (
+            not active.is_empty
+            and active.rolling_base_ms is not None
+            and now_ms - active.rolling_base_ms >= self.config.segment_ms
+        ):
+            self._roll(now_ms, "segment_ms")
+            active = self._segments[-1]
+        if self.config.flush_policy == "interval" and now_ms >= self._last_flush_ms + self.config.flush_interval_ms:
+            if self.has_unflushed_data or self._first_unflushed_base < active.base_offset:
+                self.flush(now_ms)
+            else:
+                self._last_flush_ms = now_ms
+        if self._first_unflushed_base < active.base_offset:
+            self.flush(now_ms, upto=active.base_offset)
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = []
+        active = self._segments[-1]
+        if not active.is_empty and active.rolling_base_ms is not None:
+            deadlines.append(active.rolling_base_ms + self.config.segment_ms)
+        if self._roll_flush_due_ms is not None:
+            deadlines.append(self._roll_flush_due_ms)
+        if self.config.flush_policy == "interval" and self.has_unflushed_data:
+            deadlines.append(self._last_flush_ms + self.config.flush_interval_ms)
+        return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------------ read
+
+    def read(self, fetch_offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        """Whole batches from the one holding ``fetch_offset``: at least one (even if larger
+        than ``max_bytes``, Kafka's rule), none reaching ``max_offset``; b"" at the end."""
+        log_end_offset = self.log_end_offset
+        if fetch_offset < self._log_start_offset or fetch_offset > log_end_offset:
+            raise OffsetOutOfRangeError(fetch_offset, self._log_start_offset, log_end_offset, self.topic_partition)
+        limit = log_end_offset if max_offset is None else min(max_offset, log_end_offset)
+        if fetch_offset >= limit:
+            return b""
+        parts: list[bytes] = []
+        remaining = max_bytes
+        index = bisect.bisect_right(self._bases, fetch_offset) - 1
+        segments = self._segments
+        while index < len(segments):
+            segment = segments[index]
+            if fetch_offset < segment.next_offset:
+                data, fetch_offset = segment.read(fetch_offset, remaining, limit, not parts)
+                if not data:
+                    break
+                parts.append(data)
+                remaining -= len(data)
+                if fetch_offset < segment.next_offset or fetch_offset >= limit or remaining <= 0:
+                    break
+            index += 1
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def offset_for_timestamp(self, timestamp_ms: int, max_offset: int | None = None) -> tuple[int, int] | None:
+        """``(offset, timestamp)`` of the first record with timestamp >= ``timestamp_ms``, or None
+        (also None when that record is at or past ``max_offset``)."""
+        for segment in self._segments:
+            if segment.next_offset <= self._log_start_offset or segment.max_timestamp_ms < timestamp_ms:
+                continue
+            found = segment.find_offset_by_timestamp(timestamp_ms, max(self._log_start_offset, segment.base_offset))
+            if found is not None:
+                if max_offset is not None and found[0] >= max_offset:
+                    return None
+                return found
+        return None
+
+    # ------------------------------------------------------------------ truncation
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch at or after ``offset`` (a batch holding it goes whole); returns the
+        number of records removed. Issue 3's followers use it (by leader epoch, KIP-101)."""
+        if offset < 0:
+            raise InvalidOffsetError(f"cannot truncate to negative offset {offset}")
+        old_end = self.log_end_offset
+        if offset >= old_end:
+            return 0
+        if offset < self._log_start_offset or offset <= self._segments[0].base_offset:
+            self.truncate_fully_and_start_at(offset if offset < self._log_start_offset else self._segments[0].base_offset)
+            return old_end - self.log_end_offset
+        keep = bisect.bisect_right(self._bases, offset) - 1
+        removed_bytes = 0
+        for segment in self._segments[keep + 1:]:
+            removed_bytes += segment.size
+            segment.delete()
+        deleted = len(self._segments) - keep - 1
+        del self._segments[keep + 1:]
+        del self._bases[keep + 1:]
+        segment = self._segments[keep]
+        removed_bytes += segment.truncate_to(offset)
+        self._size_bytes -= removed_bytes
+        self._after_truncation(segment)
+        self._event("LogTruncated", offset=self.log_end_offset, records_removed=old_end - self.log_end_offset,
+                    bytes_removed=removed_bytes, deleted_segments=deleted)
+        return old_end - self.log_end_offset
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every segment and restart the log empty at ``offset`` (a follower far behind)."""
+        old_end = self.log_end_offset
+        removed_bytes = self._size_bytes
+        for segment in self._segments:
+            segment.delete()
+        segment = LogSegment.create(self.disk, self.directory, offset, self.config.index_interval_bytes)
+        self._segments = [segment]
+        self._bases = [offset]
+        self._size_bytes = 0
+        self._log_start_offset = offset
+        self.recovery_point = offset
+        self._first_unflushed_base = offset
+        self._roll_flush_due_ms = None
+        self._dir_unsynced = True
+        self._after_truncation(segment)
+        self.leader_epoch_cache.clear()
+        self._event("LogTruncated", offset=offset, records_removed=max(old_end - offset, 0),
+                    bytes_removed=removed_bytes, deleted_segments=None)
+
+    def _after_truncation(self, segment: LogSegment) -> None:
+        end = self.log_end_offset
+        self._first_unflushed_base = min(self._first_unflushed_base, segment.base_offset)
+        self.recovery_point = min(self.recovery_point, end)
+        self._high_watermark = min(max(self._high_watermark, self._log_start_offset), end)
+        self.leader_epoch_cache.truncate_from_end(end)
+
+    # ------------------------------------------------------------------ retention
+
+    def maybe_increment_log_start_offset(self, offset: int) -> bool:
+        """Move the log start up (a leader's log start seen by a follower, or DeleteRecords);
+        segments wholly below it go at the next retention pass."""
+        if offset > self._high_watermark:
+            raise OffsetOutOfRangeError(offset, self._log_start_offset, self._high_watermark, self.topic_partition)
+        if offset <= self._log_start_offset:
+            return False
+        self._log_start_offset = offset
+        self.recovery_point = max(self.recovery_point, offset)
+        self.leader_epoch_cache.truncate_from_start(offset)
+        return True
+
+    def delete_old_segments(self, now_ms: int) -> int:
+        """Retention (Kafka's order: time, size, log start offset); returns segments deleted.
+
+        Only whole segments below the high watermark go, never the active one.
+        """
+        deleted = 0
+        for reason in ("retention_ms", "retention_bytes", "log_start_offset"):
+            count = deletable_prefix(self._segments, reason, self.config, now_ms,
+                                     self._size_bytes, self._high_watermark, self._log_start_offset)
+            for _ in range(count):
+                self._delete_first_segment(reason)
+            deleted += count
+        return deleted
+
+    def _delete_first_segment(self, reason: str) -> None:
+        segment = self._segments.pop(0)
+        self._bases.pop(0)
+        self._size_bytes -= segment.size
+        segment.delete()
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self.recovery_point = max(self.recovery_point, self._log_start_offset)
+        self._first_unflushed_base = max(self._first_unflushed_base, self._segments[0].base_offset)
+        self.leader_epoch_cache.truncate_from_start(self._log_start_offset)
+        self._event("SegmentDeleted", base_offset=segment.base_offset, size_bytes=segment.size,
+                    next_offset=segment.next_offset, reason=reason, log_start_offset=self._log_start_offset)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Flush everything (indexes included) and close the files."""
+        if self.closed:
+            return
+        self._segments[-1].on_inactive()
+        self.flush(include_active_indexes=True)
+        for segment in self._segments:
+            segment.close()
+        self.closed = True
+
+    def delete_files(self) -> None:
+        """Close and remove the whole partition directory."""
+        for segment in self._segments:
+            segment.log.close()
+            segment.index.close()
+            segment.time_index.close()
+        self.disk.rmtree(self.directory)
+        self.closed = True
