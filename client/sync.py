@@ -139,3 +139,116 @@ class SyncProducer:
             self._runner.run(self._producer.close(None if timeout is None else int(timeout * 1000)))
         finally:
             self._runner.stop()
+
+
+# ---- consumer and admin -----------------------------------------------------------------------
+# (imported here, not at the top, to keep this section apart from the producer's)
+from brokerlab.ids import TopicPartition  # noqa: E402
+from client.admin import Admin, ClusterDescription, NewTopic, TopicDescription  # noqa: E402
+from client.consumer import Consumer, ConsumerRecord  # noqa: E402
+
+
+class SyncConsumer:
+    """``Consumer`` with blocking methods; same arguments. Usable as a context manager."""
+
+    def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
+        self._runner = EventLoopThread("brokerlab-consumer")
+        try:
+            self._consumer: Consumer = self._runner.run(self._make(bootstrap, options))
+        except BaseException:
+            self._runner.stop()
+            raise
+        self._closed = False
+
+    @staticmethod
+    async def _make(bootstrap, options) -> Consumer:
+        return Consumer(bootstrap, **options)
+
+    def __enter__(self) -> "SyncConsumer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _on_loop(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a plain method on the loop thread (it may start the consumer's tasks)."""
+
+        async def call():
+            return method(*args)
+
+        return self._runner.run(call())
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self._on_loop(self._consumer.assign, list(partitions))
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._on_loop(self._consumer.assignment)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._on_loop(self._consumer.seek, tp, offset)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self._runner.run(self._consumer.seek_to_beginning(*partitions))
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        self._runner.run(self._consumer.seek_to_end(*partitions))
+
+    def position(self, tp: TopicPartition) -> int:
+        return self._runner.run(self._consumer.position(tp))
+
+    def high_watermark(self, tp: TopicPartition) -> int:
+        return self._on_loop(self._consumer.high_watermark, tp)
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerRecord]:
+        return self._runner.run(self._consumer.poll(timeout_ms, max_records))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._runner.run(self._consumer.close())
+        finally:
+            self._runner.stop()
+
+
+class SyncAdmin:
+    """``Admin`` with blocking methods; same arguments. Usable as a context manager."""
+
+    def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
+        self._runner = EventLoopThread("brokerlab-admin")
+        self._admin = Admin(bootstrap, **options)
+        self._closed = False
+
+    def __enter__(self) -> "SyncAdmin":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def create_topics(self, topics: Sequence[NewTopic], **options: Any) -> dict:
+        return self._runner.run(self._admin.create_topics(topics, **options))
+
+    def delete_topics(self, names: Iterable[str], **options: Any) -> dict:
+        return self._runner.run(self._admin.delete_topics(list(names), **options))
+
+    def list_topics(self, **options: Any) -> list[str]:
+        return self._runner.run(self._admin.list_topics(**options))
+
+    def describe_topics(self, names: Iterable[str] | None = None) -> list[TopicDescription]:
+        return self._runner.run(self._admin.describe_topics(None if names is None else list(names)))
+
+    def wait_for_topics(self, names: Iterable[str], timeout_ms: int = 10_000) -> None:
+        self._runner.run(self._admin.wait_for_topics(list(names), timeout_ms))
+
+    def describe_cluster(self) -> ClusterDescription:
+        return self._runner.run(self._admin.describe_cluster())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._runner.run(self._admin.close())
+        finally:
+            self._runner.stop()

@@ -1,13 +1,12 @@
 """What poll() returns: ConsumerRecord, built from decoded batch columns in C-level passes.
 
-A consumer hands out a million records a second, so a record is a NamedTuple built with
-``tuple.__new__`` over ``zip`` (no Python call per record) and deserializers are mapped over
-a whole column at once.
+A consumer hands out a million records a second, so a record is a NamedTuple built by mapping
+``tuple.__new__`` over ``zip`` (no Python-level call per record) and deserializers are mapped
+over a whole column at once.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from itertools import repeat
 from typing import Any, Callable, NamedTuple
 
@@ -27,7 +26,7 @@ class ConsumerRecord(NamedTuple):
     headers: tuple[Header, ...]
 
 
-_new_consumer_record = partial(tuple.__new__, ConsumerRecord)
+_tuple_new = tuple.__new__
 
 
 class RecordDeserializationError(ValueError):
@@ -68,12 +67,8 @@ def build_records(
             values = list(map(value_deserializer, values))
     except Exception:  # find the first bad record the slow way; it is rare
         return _build_until_bad(tp, columns, start, stop, key_deserializer, value_deserializer)
-    records = list(
-        map(
-            _new_consumer_record,
-            zip(repeat(tp.topic), repeat(tp.partition), offsets, timestamps, keys, values, headers),
-        )
-    )
+    rows = zip(repeat(tp.topic), repeat(tp.partition), offsets, timestamps, keys, values, headers)
+    records = list(map(_tuple_new, repeat(ConsumerRecord), rows))
     return records, None
 
 

@@ -8,6 +8,7 @@ wire contract (metadata routing, NOT_LEADER_OR_FOLLOWER, out-of-range, long-poll
 from __future__ import annotations
 
 import asyncio
+import bisect
 from dataclasses import dataclass, field
 
 import grpc
@@ -133,8 +134,10 @@ class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):
                 out.error_code = ErrorCode.OFFSET_OUT_OF_RANGE
                 continue
             chunks, size = [], 0
-            for base, batch in p.batches:
-                if base + rb.read_header(batch).record_count <= fp.fetch_offset or base < p.log_start_offset:
+            # The batch holding fetch_offset is the last one whose base offset is <= it.
+            first = max(bisect.bisect_right(p.batches, fp.fetch_offset, key=lambda b: b[0]) - 1, 0)
+            for base, batch in p.batches[first:]:
+                if base + rb.read_header(batch).record_count <= fp.fetch_offset:
                     continue
                 if chunks and size + len(batch) > fp.partition_max_bytes:
                     break
