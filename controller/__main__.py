@@ -1,0 +1,185 @@
+"""``python -m controller``: the controller process.
+
+    python -m controller --node-id 0 --listen HOST:PORT --data-dir DIR
+        [--config-file F] [--config key=value ...] [--seed N]
+
+Wires the real adapters around the sans-IO ControllerCore: OsDisk under the data directory,
+``meta.properties`` (the cluster id, created on first start, as Kafka's storage format does),
+the metadata journal (recovered and replayed before the server starts), the asyncio CoreDriver
+(its transport is unused: the controller only answers), and the gRPC server with
+ControllerService, health (SERVING once the journal is replayed) and reflection. Every trace
+event becomes one logfmt line on stderr. SIGTERM/SIGINT: stop serving, exit 0. Bad flags or
+configuration: one line on stderr, exit 2; any other start-up failure: one line, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import random
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from brokerlab.config import ConfigError, parse_pairs, read_properties
+from brokerlab.disk import Disk, OsDisk
+from brokerlab.driver import CoreDriver, wall_clock_ms
+from brokerlab.ids import CONTROLLER_NODE
+from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
+from brokerlab.sansio import Envelope
+from controller.config import ControllerConfig
+from controller.core import ControllerCore
+from controller.journal import MetadataJournal
+from controller.rpc.servicer import SERVICE_NAME, add_controller_service
+
+PROG = "controller"
+SHUTDOWN_GRACE_S = 0.5
+META_PROPERTIES = "meta.properties"
+
+
+class StartupError(Exception):
+    """A problem with the data directory or the listener: one line, exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print usage too)
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        sys.exit(2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=f"python -m {PROG}", description="Run the brokerlab controller.")
+    parser.add_argument("--node-id", type=int, default=0)
+    parser.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
+    parser.add_argument("--data-dir", required=True, help="directory of the metadata journal")
+    parser.add_argument("--config-file", help="Kafka-style properties file")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seed", type=int, help="seed of placement and topic ids (default: random)")
+    return parser.parse_args(argv)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def read_config(args: argparse.Namespace) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    if args.config_file:
+        try:
+            raw.update(read_properties(Path(args.config_file).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read --config-file: {exc.strerror}: {args.config_file}") from None
+    raw.update(parse_pairs(args.config))
+    if args.node_id < 0:
+        raise ConfigError(f"--node-id must not be negative, got {args.node_id}")
+    parse_endpoint(args.listen)
+    ControllerConfig.from_values(raw)  # fail on bad keys before touching the data directory
+    return raw
+
+
+def load_cluster_id(disk: Disk, node_id: int) -> str:
+    """The cluster id from meta.properties, created (atomically) on the first start."""
+    if disk.exists(META_PROPERTIES):
+        meta = read_properties(disk.read_file(META_PROPERTIES).decode("utf-8"))
+        if meta.get("node.id") != str(node_id):
+            raise StartupError(f"{META_PROPERTIES} belongs to node {meta.get('node.id')}, not {node_id}")
+        if not meta.get("cluster.id"):
+            raise StartupError(f"{META_PROPERTIES} has no cluster.id")
+        return meta["cluster.id"]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    text = f"# brokerlab controller storage\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"
+    disk.write_file_atomic(META_PROPERTIES, text.encode("utf-8"))
+    return cluster_id
+
+
+async def _no_transport(envelope: Envelope) -> Envelope:
+    raise RuntimeError(f"the controller sends no requests (got {envelope.rpc} to {envelope.dst})")
+
+
+async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: EventLog) -> int:
+    loop = asyncio.get_running_loop()
+    host, _ = parse_endpoint(args.listen)
+    server = new_server()
+    try:
+        port = server.add_insecure_port(args.listen)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {args.listen}: {exc}") from None
+    if port == 0:
+        raise StartupError(f"cannot listen on {args.listen}")
+    config = ControllerConfig.from_values(raw_config, node_id=args.node_id, endpoint=(host, port))
+    disk = OsDisk(args.data_dir)
+    cluster_id = load_cluster_id(disk, args.node_id)
+    journal = MetadataJournal(disk)
+    rng = random.Random(args.seed) if args.seed is not None else random.Random()
+    core = ControllerCore(config, journal, rng, cluster_id)
+    for event in core.recovery_events:
+        events(event)
+
+    driver = CoreDriver(core, CONTROLLER_NODE, _no_transport, on_event=events)
+    add_controller_service(server, driver)
+    health = add_health_and_reflection(server, [SERVICE_NAME])
+    await server.start()
+    driver.start()
+    await set_serving(health, [SERVICE_NAME], True)  # the journal is replayed: ready
+    events.emit(
+        "ControllerStarted",
+        listen=f"{host}:{port}",
+        node_id=args.node_id,
+        cluster_id=cluster_id,
+        data_dir=str(Path(args.data_dir).resolve()),
+        metadata_end_offset=journal.end_offset,
+        seed=args.seed,
+    )
+
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+
+    events.emit("ControllerStopping", signal=received[0])
+    await set_serving(health, [SERVICE_NAME], False)
+    await server.stop(SHUTDOWN_GRACE_S)
+    await driver.close()
+    journal.close()
+    events.emit("ControllerStopped", metadata_end_offset=journal.end_offset)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    events = EventLog(CONTROLLER_NODE, wall_clock_ms)
+    try:
+        raw_config = read_config(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, handlers=[LogfmtHandler(events)], force=True)
+    try:
+        return asyncio.run(serve(args, raw_config, events))
+    except KeyboardInterrupt:
+        return 0
+    except StartupError as exc:
+        events.emit("ControllerFailed", "error", error=str(exc))
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except Exception as exc:  # one line, no traceback: the cluster runner shows the log tail
+        events.emit("ControllerFailed", "error", error=f"{type(exc).__name__}: {exc}")
+        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""gRPC adapters of the controller (the only controller modules that import grpc)."""
