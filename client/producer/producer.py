@@ -401,6 +401,10 @@ class Producer:
                     await asyncio.sleep(0)
                     continue
                 deadline_ms = core.next_deadline_ms()
+                if self._refresh_task is None and link.cache.needs_update(now_ms):
+                    # A refresh is due but rate-limited: come back when it may run.
+                    if deadline_ms is None or self._next_refresh_ms < deadline_ms:
+                        deadline_ms = self._next_refresh_ms
                 self._wakeup = loop.create_future()
                 timer = None
                 if deadline_ms is not None:
@@ -464,7 +468,9 @@ class Producer:
     async def _refresh_metadata(self) -> None:
         try:
             await self._link.refresh_metadata(self._link.cache.wanted_topics() or None)
-        except KafkaError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # KafkaError, or the link closing under us: try again later
             log.debug("metadata refresh failed: %s", exc)
         finally:
             # At most one refresh per retry.backoff.ms, so a leaderless partition does not spin.

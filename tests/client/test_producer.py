@@ -30,12 +30,16 @@ class FakeLink:
         self.gate: asyncio.Event | None = None  # when set up, Produce waits for it
         self.errors: list[tuple[int, int]] = []  # (partition, error code) answered once each
         self.closed = False
+        # partition -> refresh count after which it gets its leader back (leader -1 until then)
+        self.leaderless_until: dict[int, int] = {}
 
     def now_ms(self) -> int:
         return int(time.monotonic() * 1000)
 
     async def refresh_metadata(self, topics=None) -> None:
         self.refreshes += 1
+        for partition, until in list(self.leaderless_until.items()):
+            self.leaders[partition] = -1 if self.refreshes <= until else self.brokers[0]
         response = broker_pb2.MetadataResponse(cluster_id="c", controller_id=0)
         for b in self.brokers:
             response.brokers.add(broker_id=b, endpoint=common_pb2.Endpoint(host="127.0.0.1", port=9000 + b))
@@ -163,6 +167,20 @@ def test_not_leader_refreshes_metadata_and_the_retry_lands() -> None:
     link, refreshes_before, metadata = run(scenario())
     assert metadata.offset == 1 and link.refreshes > refreshes_before
     assert [broker for broker, _ in link.calls] == [1, 1, 2]
+
+
+def test_a_leaderless_partition_is_retried_through_rate_limited_metadata_refreshes() -> None:
+    async def scenario():
+        link = FakeLink()
+        link.leaderless_until[0] = 3  # no leader in the first three answers
+        async with Producer("fake:1", link=link, retry_backoff_ms=5) as producer:
+            handle = await producer.send("orders", b"x", partition=0)
+            metadata = await asyncio.wait_for(handle, 5)
+        return link, metadata
+
+    link, metadata = run(scenario())
+    assert metadata.offset == 0 and link.refreshes >= 4
+    assert [broker for broker, _ in link.calls] == [1]
 
 
 def test_fatal_error_fails_the_records_of_the_batch_only() -> None:
