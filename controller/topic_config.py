@@ -10,8 +10,13 @@ from typing import Callable, Iterable
 
 from brokerlab.errors import ErrorCode, KafkaError
 
+INT_MAX = (1 << 31) - 1
+LONG_MAX = (1 << 63) - 1
 
-def _integer(minimum: int | None) -> Callable[[str], str]:
+
+def _integer(minimum: int | None, maximum: int = LONG_MAX) -> Callable[[str], str]:
+    """Kafka's INT (maximum INT_MAX) or LONG config type with an optional lower bound."""
+
     def parse(text: str) -> str:
         try:
             value = int(text.strip())
@@ -19,6 +24,8 @@ def _integer(minimum: int | None) -> Callable[[str], str]:
             raise ValueError("Value must be an integer") from None
         if minimum is not None and value < minimum:
             raise ValueError(f"Value must be at least {minimum}")
+        if value > maximum or value < -maximum - 1:
+            raise ValueError(f"Value must be at most {maximum}")
         return str(value)
 
     return parse
@@ -44,15 +51,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
 # Kafka's topic keys and minimums (segment.bytes >= 14 is Kafka's record-overhead floor), plus
 # brokerlab's flush.policy (none|batch|interval), which Kafka spells with flush.messages/flush.ms.
 TOPIC_CONFIG_KEYS: dict[str, Callable[[str], str]] = {
-    "segment.bytes": _integer(14),
+    "segment.bytes": _integer(14, INT_MAX),
     "segment.ms": _integer(1),
     "retention.ms": _integer(-1),
     "retention.bytes": _integer(None),
-    "max.message.bytes": _integer(0),
-    "index.interval.bytes": _integer(0),
+    "max.message.bytes": _integer(0, INT_MAX),
+    "index.interval.bytes": _integer(0, INT_MAX),
     "flush.policy": _choice("none", "batch", "interval"),
     "flush.ms": _integer(0),
-    "min.insync.replicas": _integer(1),
+    "min.insync.replicas": _integer(1, INT_MAX),
     "unclean.leader.election.enable": _boolean,
 }
 

@@ -123,6 +123,7 @@ def test_topic_configs_are_checked_and_normalised(h):
         [TopicConfig(name="no.such.key", value="1")],
         [TopicConfig(name="retention.ms", value="-2")],
         [TopicConfig(name="segment.bytes", value="lots")],
+        [TopicConfig(name="segment.bytes", value=str(2**31))],
         [TopicConfig(name="flush.policy", value="sometimes")],
         [TopicConfig(name="min.insync.replicas", value="1"), TopicConfig(name="min.insync.replicas", value="2")],
     ):
