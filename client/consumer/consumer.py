@@ -13,7 +13,7 @@ import logging
 from typing import Any, Callable, Iterable
 
 from brokerlab.driver import CoreDriver
-from brokerlab.errors import ErrorCode, KafkaError
+from brokerlab.errors import ErrorCode, KafkaError, error_name
 from brokerlab.ids import TopicPartition, broker_id_of
 from brokerlab.sansio import Envelope, TraceEvent
 from client import serde
@@ -146,9 +146,16 @@ class Consumer:
             if error is not None:
                 raise error
             if not await self._wait_changed(deadline - loop.time()):
+                topic_errors = self._link.cache.topic_errors
+                why = "; ".join(
+                    f"{topic}: {error_name(topic_errors[topic])}"
+                    for topic in sorted({tp.topic for tp in missing})
+                    if topic in topic_errors
+                )
                 raise KafkaError(
                     ErrorCode.REQUEST_TIMED_OUT,
-                    f"no offset for {', '.join(map(str, missing))} within {self.request_timeout_ms} ms",
+                    f"no offset for {', '.join(map(str, missing))} within {self.request_timeout_ms} ms"
+                    + (f" ({why})" if why else ""),
                 )
 
     # ---- poll --------------------------------------------------------------------------------

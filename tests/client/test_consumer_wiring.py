@@ -181,3 +181,20 @@ def test_closed_consumer_refuses_work_and_bad_config_is_rejected():
             Consumer("127.0.0.1:1").seek(TP0, 1)  # not assigned
 
     run(scenario())
+
+
+def test_position_on_a_missing_topic_times_out_naming_the_metadata_error():
+    async def scenario():
+        cluster = await cluster_with_orders()
+        consumer = Consumer(cluster.bootstrap, request_timeout_ms=300, retry_backoff_ms=20)
+        try:
+            consumer.assign([TopicPartition("ghost", 0)])
+            with pytest.raises(KafkaError) as info:
+                await consumer.position(TopicPartition("ghost", 0))
+            assert info.value.code == ErrorCode.REQUEST_TIMED_OUT
+            assert "ghost: UNKNOWN_TOPIC_OR_PARTITION" in info.value.message
+        finally:
+            await consumer.close()
+            await cluster.stop()
+
+    run(scenario())
