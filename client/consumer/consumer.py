@@ -53,6 +53,7 @@ class Consumer:
         client_id: str | None = None,
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1000,
         metadata_max_age_ms: int = 300_000,
         check_crcs: bool = True,
     ) -> None:
@@ -61,6 +62,8 @@ class Consumer:
         self.max_poll_records = max_poll_records
         self.request_timeout_ms = request_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
+        self.retry_backoff_max_ms = max(retry_backoff_max_ms, retry_backoff_ms)
+        self._refresh_backoff_ms = retry_backoff_ms
         self.client_id = client_id or "consumer"
         self._link = ClusterLink(bootstrap, metadata_max_age_ms, request_timeout_ms)
         config = FetchConfig(
@@ -236,14 +239,18 @@ class Consumer:
             now_ms = self._link.now_ms()
             if self._core.assignment() and cache.needs_update(now_ms):
                 since = None if self._last_refresh_ms is None else now_ms - self._last_refresh_ms
-                if since is not None and since < self.retry_backoff_ms:
-                    await asyncio.sleep((self.retry_backoff_ms - since) / 1000)  # refresh backoff
+                if since is not None and since < self._refresh_backoff_ms:
+                    await asyncio.sleep((self._refresh_backoff_ms - since) / 1000)  # refresh backoff
                     continue
                 self._last_refresh_ms = now_ms
                 try:
                     await self._link.refresh_metadata(cache.wanted_topics())
-                except KafkaError as exc:
-                    log.warning("metadata refresh failed: %s", exc)
+                    self._refresh_backoff_ms = self.retry_backoff_ms
+                except Exception as exc:  # keep the task alive: the next attempt may succeed
+                    if self._refresh_backoff_ms == self.retry_backoff_ms:
+                        log.warning("metadata refresh failed (retrying): %s", exc)
+                    # Exponential, up to retry.backoff.max.ms, while no broker answers.
+                    self._refresh_backoff_ms = min(self._refresh_backoff_ms * 2, self.retry_backoff_max_ms)
                 self._driver.execute(self._core.tick(self._link.now_ms()))
                 self._changed.set()  # a poll or position() waiting on a leader may go on
                 continue
