@@ -141,67 +141,75 @@ class BrokerCore:
                 continue  # already applied (a retried fetch)
             if offset != self.image.last_applied_offset + 1:
                 break  # a gap: refetch from where we are
-            touched.update(self._apply_record(record, offset, now_ms, fx))
+            touched.update(self._replay(record, offset))
             applied += 1
         if applied:
             fx.event("MetadataApplied", offset=self.image.last_applied_offset, records=applied,
                      end_offset=self.lifecycle.journal_end_offset)
+        # Act on the image as it stands after the whole answer, not record by record: a
+        # restarted broker replaying the journal must not briefly "lead" with an old epoch.
+        for tp in sorted(touched):
+            self._sync_replica(tp, now_ms, fx)
         if touched:
             self._try_complete_fetches(touched, fx)
         self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), fx)
 
-    def _apply_record(
-        self, record: metadata_pb2.MetadataRecord, offset: int, now_ms: int, fx: Effects
-    ) -> list[TopicPartition]:
-        """Replay one record into the image and act on it; returns the partitions it touched."""
+    def _replay(self, record: metadata_pb2.MetadataRecord, offset: int) -> list[TopicPartition]:
+        """Replay one record into the image; returns the partitions whose replica may change."""
         kind = record.WhichOneof("record")
-        removed = self.image.topic_by_id(record.remove_topic.topic_id) if kind == "remove_topic" else None
+        if kind == "remove_topic":
+            removed = self.image.topic_by_id(record.remove_topic.topic_id)
+            self.image.replay(record, offset)
+            return [TopicPartition(removed.name, p) for p in removed.partitions] if removed else []
         self.image.replay(record, offset)
         if kind in ("partition", "partition_change"):
             change = getattr(record, kind)
             topic = self.image.topic_by_id(change.topic_id)
-            partition = topic.partitions.get(change.partition) if topic is not None else None
-            if partition is not None:
-                self._sync_replica(partition, topic.configs, now_ms, fx)
-                return [partition.topic_partition]
-        elif removed is not None:
-            tps = [TopicPartition(removed.name, p) for p in sorted(removed.partitions)]
-            for tp in tps:
-                self._delete_replica(tp, fx, reason="topic deleted")
-            return tps
+            if topic is not None and change.partition in topic.partitions:
+                return [TopicPartition(topic.name, change.partition)]
         return []
 
-    def _sync_replica(self, partition: PartitionImage, topic_configs: dict[str, str], now_ms: int, fx: Effects) -> None:
-        """Make the local replica match the image: create its log, take or give up leadership."""
-        tp = partition.topic_partition
+    def _sync_replica(self, tp: TopicPartition, now_ms: int, fx: Effects) -> None:
+        """Make the local replica match the image: create or delete its log, take or give up leadership."""
+        topic = self.image.topic(tp.topic)
+        partition = topic.partitions.get(tp.partition) if topic is not None else None
+        if partition is None:
+            self._delete_replica(tp, fx, reason="topic deleted")
+            return
         if self.broker_id not in partition.replicas:
             self._delete_replica(tp, fx, reason="no longer a replica")
             return
-        log = self.log_manager.get(tp)
-        if log is None:
-            log = self._create_log(tp, topic_configs, now_ms, fx)
-            fx.event("PartitionCreated", topic=tp.topic, partition=tp.partition,
-                     replicas=partition.replicas, leader_id=partition.leader_id)
-        is_leader = partition.leader_id == self.broker_id
+        before = self.log_manager.get(tp)
+        log = self._create_log(tp, topic.topic_id, topic.configs, now_ms, fx)
         previous = self.replicas.get(tp)
+        if log is not before:  # new, or a deleted topic's log of the same name replaced
+            previous = None
+            fx.event("PartitionCreated", topic=tp.topic, partition=tp.partition, topic_id=topic.topic_id,
+                     replicas=partition.replicas, leader_id=partition.leader_id, replaced=before is not None)
+        is_leader = partition.leader_id == self.broker_id
         self.replicas[tp] = LocalReplica(is_leader, partition.leader_id, partition.leader_epoch)
-        if is_leader and (previous is None or not previous.is_leader or previous.leader_epoch != partition.leader_epoch):
-            self._become_leader(tp, log, partition, fx)
-        elif not is_leader and (
-            previous is None or previous.is_leader or previous.leader_epoch != partition.leader_epoch
+        if previous is not None and (previous.is_leader, previous.leader_id, previous.leader_epoch) == (
+            is_leader, partition.leader_id, partition.leader_epoch
         ):
+            return  # an ISR or replica-set change that does not touch this broker's role
+        if is_leader:
+            self._become_leader(tp, log, partition, fx)
+        else:
             # TODO(issue 3): truncate by leader epoch (KIP-101) and start fetching from the leader.
             fx.event("BecameFollower", topic=tp.topic, partition=tp.partition,
                      leader_id=partition.leader_id, leader_epoch=partition.leader_epoch)
 
-    def _create_log(self, tp: TopicPartition, topic_configs: dict[str, str], now_ms: int, fx: Effects) -> PartitionLog:
+    def _create_log(self, tp: TopicPartition, topic_id: str, topic_configs: dict[str, str], now_ms: int,
+                    fx: Effects) -> PartitionLog:
+        """The partition's log, created if missing (or replacing a deleted topic's log of the same
+        name, which the log manager recognises by the topic id); topic configs re-applied."""
         try:
-            return self.log_manager.get_or_create(tp, now_ms, log_topic_configs(topic_configs))
+            return self.log_manager.get_or_create(tp, now_ms, log_topic_configs(topic_configs), topic_id=topic_id)
         except ValueError as exc:
             # A topic config the log does not understand must not stop the metadata follower:
             # keep the broker's defaults for this partition and say so.
             fx.event("PartitionConfigRejected", topic=tp.topic, partition=tp.partition, reason=str(exc))
-            return self.log_manager.get_or_create(tp, now_ms, None)
+            return self.log_manager.get_or_create(tp, now_ms, None, topic_id=topic_id)
 
     def _become_leader(self, tp: TopicPartition, log: PartitionLog, partition: PartitionImage, fx: Effects) -> None:
         # TODO(issue 3): pre-replication behaviour: the leader's whole log counts as committed.
@@ -220,6 +228,11 @@ class BrokerCore:
 
     def _leader_log(self, topic: str, partition: int) -> tuple[PartitionLog | None, PartitionImage | None, ErrorCode, str]:
         """The local log of a partition this broker leads, or the error to answer with."""
+        if not self.lifecycle.initial_catch_up_done:
+            # Kafka serves nothing before its first catch-up: an old image would name old leaders.
+            return None, None, ErrorCode.NOT_LEADER_OR_FOLLOWER, (
+                f"broker {self.broker_id} is still catching up with the metadata journal"
+            )
         image = self.image.partition(TopicPartition(topic, partition))
         if image is None:
             return None, None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{topic}-{partition} does not exist"
@@ -267,12 +280,14 @@ class BrokerCore:
             # waits in a purgatory until the ISR's minimum log end offset passes the batch.
             log.high_watermark = log.log_end_offset
             out.base_offset = info.base_offset
-            out.log_append_time_ms = info.log_append_time_ms
+            # -1: records keep their CreateTime (Kafka answers a time only for LogAppendTime topics).
+            out.log_append_time_ms = -1
             out.log_start_offset = log.log_start_offset
             appended.append(TopicPartition(data.topic, data.partition))
         # acks=0 still gets an envelope back: the gRPC adapter has a caller waiting.
         fx.reply(envelope.reply(response))
         if appended:
+            fx.events.extend(self.log_manager.drain_events())  # segment rolls done by the appends
             self._try_complete_fetches(appended, fx)
 
     def handle_fetch(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
@@ -358,9 +373,9 @@ class BrokerCore:
                 out.error_code = ErrorCode.INVALID_REQUEST
                 out.error_message = f"unsupported special timestamp {query.timestamp_ms}"
             else:
-                found = log.offset_for_timestamp(query.timestamp_ms)
-                # Only committed records count for consumers (Kafka's READ_UNCOMMITTED still stops at the HW).
-                if found is not None and found[0] < visible_end:
+                # Only committed records count for consumers (Kafka's READ_UNCOMMITTED stops at the HW too).
+                found = log.offset_for_timestamp(query.timestamp_ms, visible_end)
+                if found is not None:
                     out.offset, out.timestamp_ms = found
         fx.reply(envelope.reply(response))
 

@@ -49,10 +49,11 @@ def is_log_key(name: str) -> bool:
     return name in LOG_KEY_NAMES
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``(host, port)``; raises ConfigError."""
+def parse_endpoint(text: str, allow_any_port: bool = False) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; raises ConfigError. Port 0 only if ``allow_any_port``."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         raise ConfigError(f"expected host:port, got {text!r}")
     return host, int(port)
 

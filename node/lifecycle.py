@@ -87,6 +87,8 @@ class BrokerLifecycle:
         # Journal end offset from the latest FetchMetadataRecords answer (-1: none yet).
         self.journal_end_offset = -1
         self.caught_up = False
+        # Set once the image first reached the journal end; requests are served from then on.
+        self.initial_catch_up_done = False
         self.cluster_id = ""
         self.controller_id = 0
         # Due times and the request id in flight per call kind (None: nothing in flight).
@@ -251,6 +253,9 @@ class BrokerLifecycle:
         Are we caught up with the journal, and does the journal fence or unfence us?
         """
         self.caught_up = last_applied_offset + 1 >= self.journal_end_offset
+        if self.caught_up and not self.initial_catch_up_done:
+            self.initial_catch_up_done = True
+            fx.event("MetadataCaughtUp", offset=last_applied_offset)
         if self.registered and own is not None and own.broker_epoch == self.broker_epoch:
             self.fenced = own.fenced
             if own.fenced and self.state is BrokerState.RUNNING:

@@ -15,11 +15,7 @@ from brokerlab.v1 import broker_pb2, common_pb2, controller_pb2, metadata_pb2
 from node.broker import BrokerCore
 from node.config import BrokerConfig
 from node.log.config import LogConfig
-
-try:
-    from node.log.manager import LogManager
-except ImportError:  # the storage engine not landed yet: a contract-shaped stand-in
-    from fake_log import FakeLogManager as LogManager
+from node.log.manager import LogManager
 
 ENDPOINT = ("127.0.0.1", 9001)
 

@@ -1,4 +1,4 @@
-"""BrokerConfig from Kafka keys; storage keys reach LogConfig; the logfmt formatter."""
+"""BrokerConfig from Kafka keys; storage keys reach LogConfig."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from brokerlab.config import ConfigError
 from node.config import BrokerConfig, parse_endpoint
-from node.logfmt import format_line
 
 
 def test_defaults_and_overrides() -> None:
@@ -51,8 +50,3 @@ def test_parse_endpoint() -> None:
     for bad in ("80", ":80", "h:", "h:x", "h:70000"):
         with pytest.raises(ConfigError):
             parse_endpoint(bad)
-
-
-def test_logfmt_quotes_only_when_needed() -> None:
-    line = format_line({"event": "X", "n": 3, "ok": True, "empty": "", "msg": 'a "b" c', "isr": [1, 2], "none": None})
-    assert line == 'event=X n=3 ok=true empty="" msg="a \\"b\\" c" isr=[1,2] none=null'

@@ -163,13 +163,38 @@ def test_partition_records_create_local_replicas_and_leadership() -> None:
     h.events.clear()
     h.apply([leader_change_record("T1", 1, leader=1, leader_epoch=1), leader_change_record("T1", 0, leader=3, leader_epoch=1)])
     assert [(e.name, e.fields["partition"], e.fields["leader_epoch"]) for e in h.events if e.name.startswith("Became")] == [
-        ("BecameLeader", 1, 1), ("BecameFollower", 0, 1)]
+        ("BecameFollower", 0, 1), ("BecameLeader", 1, 1)]
 
     h.events.clear()
     h.apply([remove_topic_record("T1")])
     assert h.log_manager.partitions() == []
     assert sorted(e.fields["partition"] for e in h.events if e.name == "PartitionDeleted") == [0, 1]
     assert h.produce("orders", 1, batch(b"x")).error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_replaying_the_journal_acts_only_on_the_final_state() -> None:
+    # A restarted broker replays old leaderships before the changes that moved them away.
+    h = BrokerHarness()
+    h.start(ORDERS + [leader_change_record("T1", 0, leader=2, leader_epoch=1), remove_topic_record("T1"),
+                      topic_record("orders", "T9"), partition_record("T9", 0, [1, 3], leader=3)])
+    assert [(e.name, e.fields["partition"]) for e in h.events if e.name.startswith("Became")] == [("BecameFollower", 0)]
+    assert [e.fields["topic_id"] for e in h.events if e.name == "PartitionCreated"] == ["T9"]
+    assert h.log_manager.partitions() == [TopicPartition("orders", 0)]
+    # Recreated under the same name: the old topic's log is replaced, not reused.
+    h.apply([remove_topic_record("T9"), topic_record("orders", "T10"), partition_record("T10", 0, [1], leader=1)])
+    [created] = [e for e in h.events if e.name == "PartitionCreated" and e.fields["topic_id"] == "T10"]
+    assert created.fields["replaced"] is True
+
+
+def test_nothing_is_served_before_the_first_catch_up() -> None:
+    h = BrokerHarness()
+    fx = h.tick()
+    [fetch] = h.sent(fx, "FetchMetadataRecords")
+    h.journal.extend(ORDERS)
+    h.answer(fetch, controller_pb2.FetchMetadataRecordsResponse(base_offset=0, records=h.journal[:2], end_offset=4))
+    out = h.produce("orders", 0, batch(b"x"))
+    assert out.error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER and "catching up" in out.error_message
+    assert h.fetch("orders", 0, 0).error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
 
 
 def test_metadata_and_describe_log_dirs() -> None:

@@ -1,0 +1,177 @@
+"""``python -m node``: one broker process.
+
+    python -m node --broker-id N --listen HOST:PORT [--advertised-listener HOST:PORT]
+        --controller HOST:PORT --data-dir DIR [--rack R] [--config-file F] [--config k=v ...]
+
+Wires the real adapters around the sans-IO BrokerCore: OsDisk under the data directory, the
+LogManager (start-up recovery), the asyncio CoreDriver, the gRPC server (BrokerService, health,
+reflection) and the transport to the controller. Every trace event becomes one logfmt line on
+stderr. Health says NOT_SERVING until the core is ready (registered, unfenced, caught up with
+the metadata journal), then SERVING. SIGTERM/SIGINT: stop serving, close the logs (writing the
+clean-shutdown marker), exit 0. Bad flags or configuration: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from brokerlab.config import ConfigError, parse_pairs, read_properties
+from brokerlab.disk import OsDisk
+from brokerlab.driver import CoreDriver, wall_clock_ms
+from brokerlab.ids import broker_node
+from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
+from brokerlab.sansio import TraceEvent
+from node.broker import BrokerCore
+from node.config import BrokerConfig, parse_endpoint
+from node.log.manager import LogManager
+from node.rpc.servicer import SERVICE_NAME, add_broker_service
+from node.rpc.transport import BrokerTransport
+
+PROG = "node"
+SHUTDOWN_GRACE_S = 1.0
+
+
+class StartupError(Exception):
+    """A problem with the listener or the data directory: one line, exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        sys.exit(2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=f"python -m {PROG}", description="Run one brokerlab broker.")
+    parser.add_argument("--broker-id", type=int, required=True)
+    parser.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
+    parser.add_argument("--advertised-listener", help="HOST:PORT other nodes and clients use (default: --listen)")
+    parser.add_argument("--controller", required=True, help="HOST:PORT of the controller")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--rack", default="")
+    parser.add_argument("--config-file", help="Kafka-style properties file")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> BrokerConfig:
+    raw: dict[str, str] = {}
+    if args.config_file:
+        try:
+            raw.update(read_properties(Path(args.config_file).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read --config-file: {exc.strerror}: {args.config_file}") from None
+    raw.update(parse_pairs(args.config))
+    if args.broker_id < 0:
+        raise ConfigError(f"--broker-id must not be negative, got {args.broker_id}")
+    parse_endpoint(args.listen, allow_any_port=True)
+    if args.advertised_listener:
+        parse_endpoint(args.advertised_listener)
+    raw["broker.id"] = str(args.broker_id)
+    raw["controller.quorum.bootstrap.servers"] = args.controller
+    raw["log.dirs"] = str(Path(args.data_dir).resolve())
+    return BrokerConfig.from_values(raw)
+
+
+async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog) -> int:
+    loop = asyncio.get_running_loop()
+    server = new_server()
+    listen_host, _ = parse_endpoint(args.listen, allow_any_port=True)
+    try:
+        port = server.add_insecure_port(args.listen)  # bind before touching the logs
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {args.listen}: {exc}") from None
+    if port == 0:
+        raise StartupError(f"cannot listen on {args.listen}")
+    if args.advertised_listener:
+        advertised = parse_endpoint(args.advertised_listener)
+    else:
+        advertised = (listen_host, port)
+
+    log_manager = LogManager(OsDisk(args.data_dir), config.log_config, wall_clock_ms())
+    for event in log_manager.recovery_events:
+        events(event)
+    incarnation_id = uuid.uuid4().hex
+    core = BrokerCore(config, log_manager, advertised, args.rack, incarnation_id)
+
+    def endpoint_of(broker_id: int) -> tuple[str, int] | None:
+        broker = core.image.broker(broker_id)
+        return (broker.host, broker.port) if broker is not None else None
+
+    transport = BrokerTransport(config, endpoint_of)
+    health = add_health_and_reflection(server, [SERVICE_NAME])
+    tasks: set[asyncio.Task] = set()
+    serving = False
+
+    def on_event(event: TraceEvent) -> None:
+        nonlocal serving
+        events(event)
+        if core.is_ready != serving:  # readiness only changes with a BrokerStateChanged event
+            serving = core.is_ready
+            task = loop.create_task(set_serving(health, [SERVICE_NAME], serving))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    driver = CoreDriver(core, core.node, transport, on_event=on_event)
+    add_broker_service(server, driver)
+    await set_serving(health, [SERVICE_NAME], False)
+    await server.start()
+    events.emit("BrokerStarted", listen=f"{listen_host}:{port}", advertised=f"{advertised[0]}:{advertised[1]}",
+                controller=args.controller, data_dir=config.log_dirs, rack=args.rack, incarnation_id=incarnation_id)
+
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    driver.start()
+    await stop.wait()
+
+    events.emit("BrokerStopping", signal=received[0])
+    await set_serving(health, [SERVICE_NAME], False)
+    await server.stop(SHUTDOWN_GRACE_S)
+    await driver.close()
+    await transport.close()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    log_manager.close()  # flush, checkpoints, clean-shutdown marker
+    events.emit("BrokerStopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    events = EventLog(broker_node(args.broker_id), wall_clock_ms)
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, handlers=[LogfmtHandler(events)], force=True)
+    try:
+        return asyncio.run(serve(args, config, events))
+    except KeyboardInterrupt:
+        return 0
+    except StartupError as exc:
+        events.emit("BrokerFailed", "error", error=str(exc))
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except Exception as exc:  # one line, no traceback: the runner shows the log tail
+        events.emit("BrokerFailed", "error", error=f"{type(exc).__name__}: {exc}")
+        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
