@@ -6,7 +6,7 @@ a cluster that ties them together with a trace and invariants (``cluster``), and
 (``client``). A seed fixes everything: the same seed gives a byte-identical trace.
 """
 
-from .client import SimClient, TransportFailed
+from .client import LeaderNotFound, RetriableError, SimClient, TransportFailed
 from .cluster import InvariantViolation, SimCluster
 from .network import NetworkConfig, SimNetwork
 from .node import BootContext, CoreFailed, SimNode
@@ -17,8 +17,10 @@ __all__ = [
     "BootContext",
     "CoreFailed",
     "InvariantViolation",
+    "LeaderNotFound",
     "Livelock",
     "NetworkConfig",
+    "RetriableError",
     "Scheduler",
     "SimClient",
     "SimCluster",

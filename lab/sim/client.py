@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from brokerlab.errors import ErrorCode
+from brokerlab.errors import ErrorCode, KafkaError, is_retriable
 from brokerlab.ids import CONTROLLER_NODE, broker_id_of, broker_node
 from brokerlab.record_batch import Record, decode_records, encode_batch
 from brokerlab.sansio import Envelope, RequestIds
 from brokerlab.v1 import broker_pb2, controller_pb2, metadata_pb2
 
-from .network import SimNetwork
+from .network import SimNetwork, call_timeout_ms
 from .scheduler import Scheduler, SimulationError
 from .trace import Trace
 
@@ -30,6 +30,14 @@ class TransportFailed(Exception):
         self.dst, self.rpc, self.reason = dst, rpc, reason
 
 
+class LeaderNotFound(Exception):
+    """No live broker named a live leader for the partition in time."""
+
+
+class RetriableError(Exception):
+    """A retriable Kafka error code in an answer (wraps the KafkaError)."""
+
+
 class SimClient:
     def __init__(self, name: str, scheduler: Scheduler, network: SimNetwork, trace: Trace) -> None:
         if not name.startswith("client"):
@@ -39,11 +47,19 @@ class SimClient:
         self.scheduler = scheduler
         self.network = network
         self.trace = trace
+        self.request_timeout_ms: int | None = None
         self._ids = RequestIds()
         self._answers: dict[int, Envelope] = {}
+        # Leaders as last seen in metadata; dropped on any error that says they moved.
+        self._leaders: dict[tuple[str, int], str] = {}
         network.register(self)
 
     alive = True
+
+    def call_timeout(self, envelope: Envelope) -> int:
+        """The client's request.timeout.ms (default: the network's) plus any long-poll wait."""
+        base = self.request_timeout_ms or self.network.config.request_timeout_ms
+        return call_timeout_ms(envelope, base)
 
     def deliver(self, envelope: Envelope) -> None:
         self._answers[envelope.request_id] = envelope
@@ -142,6 +158,10 @@ class SimClient:
         return None
 
     def wait_for_leader(self, topic: str, partition: int, timeout_ms: int = 10_000) -> str:
+        """The live leader of a partition: from the cache, else from metadata, retried until found."""
+        cached = self._leaders.get((topic, partition))
+        if cached is not None and self.network.endpoints[cached].alive:
+            return cached
         found: list[str] = []
 
         def has_leader() -> bool:
@@ -152,8 +172,20 @@ class SimClient:
             return False
 
         if not self.wait_until(has_leader, timeout_ms):
-            raise SimulationError(f"no live leader for {topic}-{partition} within {timeout_ms} ms")
+            raise LeaderNotFound(f"no live leader for {topic}-{partition} within {timeout_ms} ms")
+        self._leaders[(topic, partition)] = found[-1]
         return found[-1]
+
+    def _forget_leader(self, topic: str, partition: int, error_code: int) -> None:
+        if error_code != ErrorCode.NONE:
+            self._leaders.pop((topic, partition), None)
+
+    def _call_leader(self, topic: str, partition: int, node: str, rpc: str, message: Any) -> Any:
+        try:
+            return self.call(node, rpc, message)
+        except TransportFailed:
+            self._leaders.pop((topic, partition), None)
+            raise
 
     def produce(
         self,
@@ -175,7 +207,9 @@ class SimClient:
             timeout_ms=timeout_ms,
             partitions=[broker_pb2.PartitionProduceData(topic=topic, partition=partition, records=records)],
         )
-        return self.call(node, "Produce", request).partitions[0]
+        answer = self._call_leader(topic, partition, node, "Produce", request).partitions[0]
+        self._forget_leader(topic, partition, answer.error_code)
+        return answer
 
     def fetch(
         self,
@@ -200,16 +234,39 @@ class SimClient:
                 )
             ],
         )
-        answer = self.call(node, "Fetch", request).partitions[0]
+        answer = self._call_leader(topic, partition, node, "Fetch", request).partitions[0]
+        self._forget_leader(topic, partition, answer.error_code)
         return answer, decode_records(answer.records) if answer.records else []
 
-    def fetch_all(self, topic: str, partition: int, offset: int = 0, broker: str | None = None) -> list[Record]:
-        """Every record from ``offset`` up to the high watermark, in as many fetches as it takes."""
+    def retrying(self, attempt: Callable[[], Any], timeout_ms: int = 60_000, backoff_ms: int = 100) -> Any:
+        """Run ``attempt`` until it returns, retrying TransportFailed and retriable Kafka errors
+        (``RetriableError``) after ``backoff_ms`` of virtual time, for up to ``timeout_ms``."""
+        deadline = self.scheduler.now_ms + timeout_ms
+        while True:
+            try:
+                return attempt()
+            except (TransportFailed, RetriableError, LeaderNotFound):
+                if self.scheduler.now_ms + backoff_ms > deadline:
+                    raise
+            self.sleep(backoff_ms)
+
+    def fetch_all(self, topic: str, partition: int, offset: int = 0, broker: str | None = None,
+                  timeout_ms: int = 60_000) -> list[Record]:
+        """Every record from ``offset`` up to the high watermark, in as many fetches as it takes
+        (each retried on transport failures and retriable errors, reads being idempotent)."""
+
+        def fetch_once(at: int) -> tuple[broker_pb2.FetchPartitionResponse, list[Record]]:
+            answer, records = self.fetch(topic, partition, at, broker=broker)
+            if answer.error_code != ErrorCode.NONE:
+                error = KafkaError(answer.error_code, answer.error_message)
+                if is_retriable(answer.error_code):
+                    raise RetriableError(error)
+                raise SimulationError(f"fetch {topic}-{partition}@{at}: {error}")
+            return answer, records
+
         out: list[Record] = []
         while True:
-            answer, records = self.fetch(topic, partition, offset, broker=broker)
-            if answer.error_code != ErrorCode.NONE:
-                raise SimulationError(f"fetch {topic}-{partition}@{offset}: error {answer.error_code} {answer.error_message}")
+            answer, records = self.retrying(lambda at=offset: fetch_once(at), timeout_ms)
             records = [r for r in records if r.offset >= offset]
             out.extend(records)
             if not records or out[-1].offset + 1 >= answer.high_watermark:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from .client import SimClient
 from .network import NetworkConfig, SimNetwork
-from .node import CoreFactory, SimNode
+from .node import CallTimeout, CoreFactory, Shutdown, SimNode
 from .scheduler import Scheduler, SimulationError
 from .trace import Trace
 
@@ -48,10 +48,20 @@ class SimCluster:
         self.scheduler.after_event.append(self.check_invariants)
 
     # -- building ---------------------------------------------------------------------------
-    def add_node(self, name: str, factory: CoreFactory, config: Any = None, *, start: bool = True) -> SimNode:
+    def add_node(
+        self,
+        name: str,
+        factory: CoreFactory,
+        config: Any = None,
+        *,
+        start: bool = True,
+        shutdown: Shutdown | None = None,
+        call_timeout: CallTimeout | None = None,
+    ) -> SimNode:
         if name in self.nodes or name in self.clients:
             raise ValueError(f"duplicate node name {name!r}")
-        node = SimNode(name, factory, config, self.scheduler, self.network, self.trace)
+        node = SimNode(name, factory, config, self.scheduler, self.network, self.trace,
+                       shutdown=shutdown, call_timeout=call_timeout)
         self.nodes[name] = node
         if start:
             node.start()

@@ -69,6 +69,8 @@ class Endpoint(Protocol):
 
     name: str
     incarnation: int
+    # Optional: the gRPC deadline this endpoint puts on a call, in ms (e.g. the broker adapter's).
+    call_timeout: Callable[[Envelope], int] | None
 
     @property
     def alive(self) -> bool: ...
@@ -174,7 +176,9 @@ class SimNetwork:
         call = _Call(self._wire_ids, request, src.incarnation, -1)
         self._calls[call.wire_id] = call
         self.stats["sent"] += 1
-        timeout_ms = call_timeout_ms(request, self.config.request_timeout_ms)
+        # The sender's own deadline policy when it has one (a real adapter's), else the config's.
+        policy = getattr(src, "call_timeout", None)
+        timeout_ms = policy(request) if policy is not None else call_timeout_ms(request, self.config.request_timeout_ms)
         call.deadline = self.scheduler.after(timeout_ms, self._fail, call, DEADLINE_EXCEEDED, label="deadline")
         dst = self.endpoints.get(request.dst)
         if dst is None or not dst.alive:

@@ -40,6 +40,10 @@ class BootContext:
 
 
 CoreFactory = Callable[[BootContext], Core]
+# The gRPC deadline (ms) the node's real adapter would put on one of its calls.
+CallTimeout = Callable[[Envelope], int]
+# Clean shutdown of a core (e.g. close its logs and write the clean-shutdown marker); may return Effects.
+Shutdown = Callable[[Core, int], Any]
 
 
 class CoreFailed(SimulationError):
@@ -56,8 +60,12 @@ class SimNode:
         network: SimNetwork,
         trace: Trace,
         disk: MemoryDisk | None = None,
+        shutdown: Shutdown | None = None,
+        call_timeout: CallTimeout | None = None,
     ) -> None:
         self.name = name
+        self.shutdown = shutdown
+        self.call_timeout = call_timeout
         self.factory = factory
         self.config = config
         self.scheduler = scheduler
@@ -66,6 +74,8 @@ class SimNode:
         self.disk = disk if disk is not None else MemoryDisk()
         self.core: Core | None = None
         self.incarnation = 0
+        # Steps + ticks run so far: lets invariants skip nodes that did nothing since their last look.
+        self.runs = 0
         # Clock skew: the core sees the virtual time plus this offset (trace times stay virtual).
         self.clock_offset_ms = 0
         # A paused process (SIGSTOP) runs nothing: deliveries wait in the backlog, timers wait.
@@ -118,12 +128,16 @@ class SimNode:
         })
 
     def stop(self) -> None:
-        """Clean shutdown: the core's ``close(now_ms)``/``close()`` if it has one, then the process ends."""
+        """Clean shutdown (SIGTERM): the node's ``shutdown`` hook, else the core's ``close``, then exit."""
         if self.core is None:
             raise SimulationError(f"{self.name} is not running")
         core, now = self.core, self.local_now_ms()
         close = getattr(core, "close", None)
-        if close is not None:
+        if self.shutdown is not None:
+            effects = self._guard("shutdown", None, lambda: self.shutdown(core, now))
+            if isinstance(effects, Effects):
+                self._execute(effects)
+        elif close is not None:
             effects = self._guard("close", None, lambda: _call_close(close, now))
             if isinstance(effects, Effects):
                 self._execute(effects)
@@ -181,10 +195,12 @@ class SimNode:
             self._run(lambda: core.tick(now), "tick", None)
 
     def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
+        self.runs += 1
         effects = self._guard(what, envelope, action)
         self._execute(effects)
 
     def _execute(self, effects: Effects) -> None:
+        self.runs += 1
         now = self.scheduler.now_ms
         self.trace.record_events(now, self.name, effects.events)
         if self.core is None:  # the core stopped itself while closing

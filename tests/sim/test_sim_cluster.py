@@ -1,0 +1,276 @@
+"""The real controller and broker cores in the deterministic simulator.
+
+Topics, produce and fetch through the leader, broker kill / clean stop / power loss with both
+flush policies, controller restart, invariants, determinism (same seed, same trace bytes, even
+across processes with different hash seeds) and a seed sweep whose failures print their replay
+command.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from brokerlab.errors import ErrorCode
+from brokerlab.ids import TopicPartition
+from brokerlab.sansio import Envelope
+from brokerlab.v1 import broker_pb2, controller_pb2
+from lab.sim import InvariantViolation, SimCluster
+from lab.sim.cores import ClusterSpec, broker_call_timeout, broker_config, build_cluster, wait_ready
+from lab.sim.scenarios import network_for, produce_and_check, replay_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ready_cluster(seed: int = 1, **spec) -> SimCluster:
+    cluster = build_cluster(seed, ClusterSpec(**spec))
+    wait_ready(cluster)
+    return cluster
+
+
+def values(prefix: str, count: int) -> list[bytes]:
+    return [f"{prefix}-{i}".encode() for i in range(count)]
+
+
+def test_create_produce_and_fetch_through_the_leader() -> None:
+    cluster = ready_cluster()
+    client = cluster.client()
+    created = client.create_topic("orders", partitions=3, replication_factor=3)
+    assert created.error_code == ErrorCode.NONE and created.num_partitions == 3
+    for partition in range(3):
+        first = client.produce("orders", partition, values(f"p{partition}a", 3))
+        second = client.produce("orders", partition, values(f"p{partition}b", 2))
+        assert (first.error_code, first.base_offset) == (ErrorCode.NONE, 0)
+        assert (second.error_code, second.base_offset) == (ErrorCode.NONE, 3)
+        records = client.fetch_all("orders", partition)
+        assert [r.offset for r in records] == [0, 1, 2, 3, 4]
+        assert [r.value for r in records] == values(f"p{partition}a", 3) + values(f"p{partition}b", 2)
+    leaders = {client.wait_for_leader("orders", p) for p in range(3)}
+    assert len(leaders) == 3  # placement spreads the preferred leaders
+    follower = next(b for b in client.live_brokers() if b != client.wait_for_leader("orders", 0))
+    assert client.produce("orders", 0, [b"x"], broker=follower).error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    answer, _ = client.fetch("nope", 0, 0, broker="broker-1")
+    assert answer.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert client.create_topic("orders", 1, 1).error_code == ErrorCode.TOPIC_ALREADY_EXISTS
+
+
+def test_a_killed_broker_recovers_its_log_on_restart() -> None:
+    cluster = ready_cluster(2)
+    client = cluster.client()
+    client.create_topic("events", partitions=1, replication_factor=1)
+    leader = client.wait_for_leader("events", 0)
+    for batch in range(4):
+        assert client.produce("events", 0, values(f"b{batch}", 5)).error_code == ErrorCode.NONE
+    cluster.crash(leader)  # kill -9: the page cache (unflushed bytes) survives
+    client.sleep(2_000)  # long enough for the controller to fence it
+    assert "BrokerFenced" in {e.name for e in cluster.trace if e.node == "controller"}
+    cluster.start(leader)
+    wait_ready(cluster)
+    recovered = [e for e in cluster.trace.named("LogRecovered", leader)]
+    assert recovered and recovered[-1].get("log_end_offset") == 20 and recovered[-1].get("truncated_bytes") == 0
+    assert [r.value for r in client.fetch_all("events", 0)] == [v for b in range(4) for v in values(f"b{b}", 5)]
+    assert client.produce("events", 0, [b"after"]).base_offset == 20
+
+
+def test_a_clean_stop_needs_no_recovery() -> None:
+    cluster = ready_cluster(3)
+    client = cluster.client()
+    client.create_topic("events", partitions=1, replication_factor=1)
+    leader = client.wait_for_leader("events", 0)
+    client.produce("events", 0, values("v", 10))
+    cluster.stop(leader)  # SIGTERM: logs flushed, clean-shutdown marker written
+    cluster.start(leader)
+    wait_ready(cluster)
+    assert not cluster.trace.named("LogRecovered", leader)
+    assert len(client.fetch_all("events", 0)) == 10
+
+
+@pytest.mark.parametrize("flush_policy, survives", [("none", False), ("batch", True)])
+def test_power_loss_loses_only_unflushed_records(flush_policy: str, survives: bool) -> None:
+    cluster = ready_cluster(4, broker_config={"log.flush.policy": flush_policy})
+    client = cluster.client()
+    client.create_topic("events", partitions=1, replication_factor=1)
+    leader = client.wait_for_leader("events", 0)
+    acked = []
+    for batch in range(5):
+        answer = client.produce("events", 0, values(f"b{batch}", 4))
+        assert answer.error_code == ErrorCode.NONE
+        acked += values(f"b{batch}", 4)
+    cluster.crash(leader, lose_unflushed=True)
+    cluster.start(leader)
+    wait_ready(cluster)
+    read = [r.value for r in client.fetch_all("events", 0)]
+    if survives:
+        assert read == acked
+    else:
+        # Acknowledged with acks=1 but never fsynced: the segment file itself is gone.
+        assert read == []
+        assert cluster.trace.named("NodeCrashed", leader)[-1].get("lose_unflushed") is True
+    assert client.produce("events", 0, [b"next"]).base_offset == len(read)
+
+
+def test_a_restarted_controller_replays_its_journal_and_topics_survive() -> None:
+    cluster = ready_cluster(5)
+    client = cluster.client()
+    for name, partitions in (("a", 1), ("b", 3)):
+        assert client.create_topic(name, partitions, 2).error_code == ErrorCode.NONE
+    client.produce("b", 1, values("before", 3))
+    cluster.crash("controller", lose_unflushed=True)  # the journal is fsynced before each answer
+    client.sleep(500)
+    cluster.start("controller")
+    replayed = cluster.trace.named("JournalReplayed", "controller")[-1]
+    assert replayed.get("topics") == 2 and replayed.get("brokers") == 3 and replayed.get("truncated_bytes") == 0
+    wait_ready(cluster)
+    assert client.create_topic("b", 3, 2).error_code == ErrorCode.TOPIC_ALREADY_EXISTS
+    assert client.create_topic("c", 2, 3).error_code == ErrorCode.NONE
+    described = client.describe_cluster()
+    assert sorted(b.broker_id for b in described.brokers) == [1, 2, 3]
+    # Brokers learn of "c" through their metadata long-poll, a few virtual ms later.
+    assert client.wait_until(lambda: len(client.metadata(["c"]).topics[0].partitions) == 2, 2_000)
+    assert {t.name: len(t.partitions) for t in client.metadata().topics} == {"a": 1, "b": 3, "c": 2}
+    assert client.produce("c", 1, [b"new"]).error_code == ErrorCode.NONE
+    assert [r.value for r in client.fetch_all("b", 1)] == values("before", 3)
+
+
+# -- invariants -----------------------------------------------------------------------------
+def test_two_brokers_acting_as_leader_in_one_epoch_is_caught() -> None:
+    from node.broker import LocalReplica
+
+    cluster = ready_cluster(6)
+    client = cluster.client()
+    client.create_topic("events", 1, 3)
+    leader = client.wait_for_leader("events", 0)
+    other = next(b for b in client.live_brokers() if b != leader)
+    tp = TopicPartition("events", 0)
+    epoch = cluster.core(leader).replicas[tp].leader_epoch
+    cluster.core(other).replicas[tp] = LocalReplica(True, int(other.split("-")[1]), epoch)  # a planted bug
+    with pytest.raises(InvariantViolation, match=r"single_leader_per_epoch .*seed 6.*both act as leader of events-0"):
+        client.sleep(1_000)
+
+
+def test_a_log_end_offset_going_back_unrecorded_is_caught() -> None:
+    cluster = ready_cluster(7)
+    client = cluster.client()
+    client.create_topic("events", 1, 1)
+    leader = client.wait_for_leader("events", 0)
+    client.produce("events", 0, values("v", 2))
+    client.produce("events", 0, values("w", 3))
+    log = cluster.core(leader).log_manager.get(TopicPartition("events", 0))
+    log.truncate_to(2)
+    log.drain_events()  # a planted bug: a truncation nobody records
+    with pytest.raises(InvariantViolation, match=r"log end offset went from 5 to 2"):
+        client.sleep(1_000)
+
+
+def test_the_sim_uses_the_broker_adapters_call_deadlines() -> None:
+    from node.rpc.transport import BrokerTransport
+
+    config = broker_config(ClusterSpec(), 1)
+    transport = BrokerTransport(config, lambda broker_id: None)
+    policy = broker_call_timeout(config)
+    for rpc, message in [
+        ("RegisterBroker", controller_pb2.RegisterBrokerRequest()),
+        ("BrokerHeartbeat", controller_pb2.BrokerHeartbeatRequest()),
+        ("FetchMetadataRecords", controller_pb2.FetchMetadataRecordsRequest(max_wait_ms=1234)),
+        ("Fetch", broker_pb2.FetchRequest(max_wait_ms=500)),
+        ("DescribeCluster", controller_pb2.DescribeClusterRequest()),
+    ]:
+        envelope = Envelope("broker-1", "controller", rpc, message, 1)
+        assert policy(envelope) == round(transport.timeout_s(envelope) * 1000), rpc
+
+
+# -- determinism ----------------------------------------------------------------------------
+def test_the_same_seed_gives_the_same_trace_bytes_and_another_seed_another_schedule() -> None:
+    first_cluster, _ = produce_and_check(21, faults=True)
+    second_cluster, _ = produce_and_check(21, faults=True)
+    first, second = first_cluster.trace.serialize(), second_cluster.trace.serialize()
+    assert first == second and first.count(b"\n") > 200
+    other_cluster, _ = produce_and_check(22, faults=True)
+    assert other_cluster.trace.serialize() != first
+    # Not only the digest: the schedule (what was delivered when) differs.
+    deliveries = [(e.now_ms, e.fields) for e in first_cluster.trace.named("MessageDelivered")]
+    assert deliveries != [(e.now_ms, e.fields) for e in other_cluster.trace.named("MessageDelivered")]
+
+
+def test_traces_are_identical_across_processes_with_different_hash_seeds(tmp_path: Path) -> None:
+    traces = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"trace-{hash_seed}.jsonl"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-m", "lab.sim", "--seed", "33", "--faults", "--trace", str(out)],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+        )
+        traces.append(out.read_bytes())
+    assert traces[0] == traces[1] and len(traces[0]) > 10_000
+
+
+def test_a_failing_seed_prints_its_replay_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.sim.__main__ import main
+
+    assert main(["--seed", "3", "--brokers", "0"]) == 1  # no broker can ever be ready
+    err = capsys.readouterr().err
+    assert "replay: .venv/bin/python -m lab.sim --scenario produce-and-check --seed 3 --brokers 0" in err
+
+
+# -- seed sweep -----------------------------------------------------------------------------
+SWEEP_SEEDS = 20
+
+
+def test_seed_sweep(sim_seed_override: int | None, sim_seed_count: int | None) -> None:
+    """produce-and-check over many seeds, half of them with message loss and duplication."""
+    if sim_seed_override is not None:
+        seeds = [sim_seed_override]
+    else:
+        seeds = list(range(sim_seed_count or SWEEP_SEEDS))
+    started = time.perf_counter()
+    failures = []
+    virtual_ms = 0
+    for seed in seeds:
+        faults = seed % 2 == 1
+        try:
+            cluster, _ = produce_and_check(seed, faults=faults)
+            virtual_ms += cluster.scheduler.elapsed_ms()
+        except Exception as exc:  # any failure, reported with its replay commands
+            failures.append(
+                f"seed {seed} ({network_for(seed, faults)}): {type(exc).__name__}: {exc}\n"
+                f"  replay: {replay_command('produce-and-check', seed)}{' --faults' if faults else ''}\n"
+                f"  or:     .venv/bin/python -m pytest tests/sim/test_sim_cluster.py -k test_seed_sweep --sim-seed {seed}"
+            )
+    wall_s = time.perf_counter() - started
+    print(f"sweep: {len(seeds)} seeds, {virtual_ms / 1000:.0f} s virtual in {wall_s:.1f} s wall "
+          f"({virtual_ms / 1000 / max(wall_s, 1e-9):.0f}x)")
+    assert not failures, "\n".join(failures)
+    if sim_seed_override is None and sim_seed_count is None:
+        assert wall_s < 20, f"the default sweep must stay under 20 s, took {wall_s:.1f} s"
+
+
+def test_simulated_time_runs_far_faster_than_wall_time() -> None:
+    """A 3-broker cluster under a steady produce/fetch load for 60 virtual seconds."""
+    cluster = ready_cluster(8)
+    client = cluster.client()
+    client.create_topic("load", partitions=6, replication_factor=3)
+    started = time.perf_counter()
+    begin_ms = cluster.now_ms
+    batch, read, positions = 0, 0, [0] * 6
+    while cluster.now_ms - begin_ms < 60_000:
+        partition = batch % 6
+        assert client.produce("load", partition, values(f"b{batch}", 100)).error_code == ErrorCode.NONE
+        if batch % 6 == 5:  # a consumer reading every partition behind the producer
+            for p in range(6):
+                _, records = client.fetch("load", p, positions[p])
+                positions[p] += len(records)
+                read += len(records)
+        client.sleep(10)
+        batch += 1
+    assert read == sum(positions) and read >= 100 * (batch - 6)
+    wall_s = time.perf_counter() - started
+    ratio = 60 / wall_s
+    print(f"60 s virtual, {batch} produce batches of 100 records, {read} records fetched, "
+          f"in {wall_s:.2f} s wall: {ratio:.0f}x real time")
+    assert ratio > 10
