@@ -6,6 +6,8 @@ restart it and see its logs recovered (log end offsets unchanged), then SIGTERM 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from real_cluster import CALL_TIMEOUT_S, RunningCluster
 
@@ -54,10 +56,18 @@ def test_produce_fetch_kill_restart_recover(cluster: RunningCluster) -> None:
         follower = next(b for b in (1, 2, 3) if b != leader)
         assert produce(cluster, follower, "orders", partition, [b"x"]).error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
 
-    # A long-poll at the log end is answered by the next append (not by its deadline).
+    # A long-poll at the log end is answered by the next append, long before its deadline.
     leader0 = leaders[0]
     assert fetch(cluster, leader0, "orders", 0, offset=5, max_wait_ms=0).records == b""
+    started = time.monotonic()
+    parked = cluster.broker_stub(leader0).Fetch.future(broker_pb2.FetchRequest(
+        replica_id=-1, max_wait_ms=20_000, min_bytes=1, max_bytes=1 << 20, partitions=[
+            broker_pb2.FetchPartition(topic="orders", partition=0, fetch_offset=5, partition_max_bytes=1 << 20)]),
+        timeout=CALL_TIMEOUT_S + 20)
     assert produce(cluster, leader0, "orders", 0, [b"more"]).base_offset == 5
+    [released] = parked.result().partitions
+    assert [r.value for r in decode_records(released.records)] == [b"more"]
+    assert time.monotonic() - started < 10
 
     victim = leader0
     before = {tp: info.log_end_offset for tp, info in cluster.log_dirs(victim).items()}
@@ -77,6 +87,8 @@ def test_produce_fetch_kill_restart_recover(cluster: RunningCluster) -> None:
     killed = cluster.local.stop()
     assert killed == []
     assert not cluster.local.any_running()
+    assert {name: popen.returncode for name, popen in cluster.local._popens.items()} == {
+        node.name: 0 for node in cluster.local.nodes}
     for broker in cluster.brokers:
         names = [e.get("event") for e in cluster.events(broker.id)]
         assert "BrokerStopped" in names, f"{broker.name} did not stop cleanly"
