@@ -152,7 +152,7 @@ class BrokerCore:
             self._sync_replica(tp, now_ms, fx)
         if touched:
             self._try_complete_fetches(touched, fx)
-        self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), fx)
+        self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), now_ms, fx)
 
     def _replay(self, record: metadata_pb2.MetadataRecord, offset: int) -> list[TopicPartition]:
         """Replay one record into the image; returns the partitions whose replica may change."""

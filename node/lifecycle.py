@@ -105,6 +105,7 @@ class BrokerLifecycle:
         self._register_backoff = Backoff(config.retry_backoff_ms, config.retry_backoff_max_ms)
         self._fetch_backoff = Backoff(config.retry_backoff_ms, config.retry_backoff_max_ms)
         self._heartbeat_failing = False
+        self._saw_own_registration = False
 
     @property
     def registered(self) -> bool:
@@ -196,6 +197,7 @@ class BrokerLifecycle:
         self._register_backoff.succeeded()
         self.broker_epoch = response.broker_epoch
         self.fenced = True
+        self._saw_own_registration = False
         self._heartbeat_due_ms = now_ms  # heartbeat at once: that is how we get unfenced
         fx.event("BrokerRegistered", broker_id=self.broker_id, broker_epoch=self.broker_epoch,
                  incarnation_id=self.incarnation_id)
@@ -247,11 +249,22 @@ class BrokerLifecycle:
         self.cluster_id = response.cluster_id
         self.controller_id = response.controller_id
 
-    def metadata_applied(self, last_applied_offset: int, own: BrokerImage | None, fx: Effects) -> None:
+    def metadata_applied(self, last_applied_offset: int, own: BrokerImage | None, now_ms: int, fx: Effects) -> None:
         """Called after replaying an answer's records (``own``: our broker in the image).
 
         Are we caught up with the journal, and does the journal fence or unfence us?
         """
+        if (
+            self.state is BrokerState.RECOVERY
+            and not self._saw_own_registration
+            and own is not None
+            and own.broker_epoch == self.broker_epoch
+        ):
+            # Our registration record is applied: the controller unfences a broker whose
+            # heartbeat shows it, so send that heartbeat now rather than an interval later.
+            self._saw_own_registration = True
+            if own.fenced:
+                self._heartbeat_due_ms = min(self._heartbeat_due_ms, now_ms)
         self.caught_up = last_applied_offset + 1 >= self.journal_end_offset
         if self.caught_up and not self.initial_catch_up_done:
             self.initial_catch_up_done = True

@@ -115,6 +115,9 @@ def test_unfence_record_makes_the_broker_ready_without_waiting_for_a_heartbeat()
     fx = h.fetch_answer(fetch, [register_record(1, 0)])
     assert not h.core.is_ready
     [fetch] = h.sent(fx, "FetchMetadataRecords")
+    # Our registration record is applied: heartbeat at once (that is what gets us unfenced).
+    [heartbeat] = h.sent(fx, "BrokerHeartbeat")
+    assert heartbeat.message.current_metadata_offset == 0
     h.fetch_answer(fetch, [unfence_record(1, 0)])
     assert h.core.is_ready
 
