@@ -144,8 +144,11 @@ class LogManager:
         for log in self._logs.values():
             log.tick(now_ms)
         if now_ms >= self._next_retention_ms:
-            for log in self._logs.values():
-                log.delete_old_segments(now_ms)
+            deleted = sum(log.delete_old_segments(now_ms) for log in self._logs.values())
+            if deleted:
+                # Checkpoint the new log start offsets at once: if the remaining (unflushed)
+                # segments vanish in a power loss, the log must not restart below them.
+                self._write_checkpoints(high_watermarks=False)
             self._next_retention_ms = now_ms + self.config.retention_check_interval_ms
         if now_ms >= self._next_checkpoint_ms:
             self._write_checkpoints(high_watermarks=False)

@@ -189,7 +189,8 @@ class PartitionLog:
         cache = LeaderEpochCache(entries, log_end_offset=lambda: self.log_end_offset)
         if load.recovered:
             # Epochs of the scanned region come from the batches themselves (Kafka's recovery).
-            cache.truncate_from_end(load.scan_start_offset)
+            if load.scan_start_offset is not None:
+                cache.truncate_from_end(load.scan_start_offset)
             for epoch, offset in load.epochs:
                 if epoch > cache.latest_epoch:
                     cache.assign(epoch, offset)
@@ -511,6 +512,9 @@ class PartitionLog:
         removed_bytes += segment.truncate_to(offset)
         self._size_bytes -= removed_bytes
         self._after_truncation(segment)
+        # Truncation is rare: make the whole shorter log durable, so a power loss can neither
+        # resurrect removed batches nor leave a gap below the new end.
+        self.flush()
         self._event("LogTruncated", offset=self.log_end_offset, records_removed=old_end - self.log_end_offset,
                     bytes_removed=removed_bytes, deleted_segments=deleted)
         return old_end - self.log_end_offset
@@ -529,9 +533,11 @@ class PartitionLog:
         self.recovery_point = offset
         self._first_unflushed_base = offset
         self._roll_flush_due_ms = None
-        self._dir_unsynced = True
         self._after_truncation(segment)
         self.leader_epoch_cache.clear()
+        # The empty segment's name records where the log restarts: make it survive a power loss.
+        segment.log.fsync()
+        self.disk.fsync_dir(self.directory)
         self._event("LogTruncated", offset=offset, records_removed=max(old_end - offset, 0),
                     bytes_removed=removed_bytes, deleted_segments=None)
 

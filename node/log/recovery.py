@@ -40,8 +40,8 @@ class ScanResult(NamedTuple):
 @dataclass
 class LoadResult:
     segments: list[LogSegment]
-    recovered: bool = False  # a scan ran
-    scan_start_offset: int | None = None
+    recovered: bool = False  # unclean start, or a trusted segment failed its checks
+    scan_start_offset: int | None = None  # where the scan began (None: nothing scanned)
     scanned_segments: int = 0
     deleted_segments: int = 0
     truncated_bytes: int = 0
@@ -121,7 +121,8 @@ def load_segments(
     now_ms: int,
 ) -> LoadResult:
     segments = open_segments(disk, directory, index_interval_bytes)
-    result = LoadResult(segments)
+    # An unclean start is a recovery even when no segment survived to be scanned.
+    result = LoadResult(segments, recovered=not clean_shutdown)
     if not segments:
         return result
     if clean_shutdown:
