@@ -1,8 +1,8 @@
 """``python -m lab.sim --seed N``: run one seeded scenario on the real cores, deterministically.
 
-Prints a JSON report (with the trace's sha256, which is identical for identical seeds); with
-``--trace FILE`` writes the whole trace as JSON lines. Exits 1, printing the replay command,
-when the scenario or an invariant fails.
+Prints a JSON report (with the trace's sha256, identical for identical seeds); ``--trace FILE``
+writes the whole trace as JSON lines, also when the run failed. Exits 1, printing the error and
+the replay command, when the scenario, an invariant or a core fails.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 
-from .scenarios import SCENARIOS, replay_command
-from .scheduler import SimulationError
+from .scenarios import SCENARIOS, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,21 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", action="store_true", help="also draw message loss and duplication from the seed")
     parser.add_argument("--trace", metavar="FILE", help="write the trace as JSON lines")
     args = parser.parse_args(argv)
-    command = replay_command(args.scenario, args.seed)
-    if args.brokers != 3:
-        command += f" --brokers {args.brokers}"
-    if args.faults:
-        command += " --faults"
-    try:
-        cluster, report = SCENARIOS[args.scenario](args.seed, brokers=args.brokers, faults=args.faults)
-    except SimulationError as exc:
-        traceback.print_exc()
-        print(f"FAILED seed {args.seed}: {exc}\nreplay: {command}", file=sys.stderr)
-        return 1
-    if args.trace:
+    run = run_scenario(args.scenario, args.seed, brokers=args.brokers, faults=args.faults)
+    if args.trace and run.cluster is not None:
         with open(args.trace, "wb") as handle:
-            handle.write(cluster.trace.serialize())
-    print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+            handle.write(run.cluster.trace.serialize())
+    print(json.dumps(run.report.as_dict(), indent=2, sort_keys=True))
+    if not run.ok:
+        print(f"FAILED {run.describe_failure()}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 from brokerlab.sansio import Envelope
 
-from .scheduler import Scheduler, Timer
+from .scheduler import Scheduler, SimulationError, Timer
 
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 UNAVAILABLE = "UNAVAILABLE"
@@ -193,6 +193,8 @@ class SimNetwork:
         if call is None:  # the call already ended (deadline, peer down): nobody is listening
             self._note_drop(reply, "call ended")
             return
+        if (reply.src, reply.dst) != (call.request.dst, call.request.src):
+            raise SimulationError(f"{reply.src} answered a call it never received: {reply.rpc} to {reply.dst}")
         self.stats["sent"] += 1
         self._transmit(reply, call.src_incarnation)
 

@@ -195,7 +195,6 @@ class SimNode:
             self._run(lambda: core.tick(now), "tick", None)
 
     def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
-        self.runs += 1
         effects = self._guard(what, envelope, action)
         self._execute(effects)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from brokerlab.errors import ErrorCode
 from brokerlab.ids import CONTROLLER_NODE
 
-from .client import LeaderNotFound, TransportFailed
+from .client import LeaderNotFound, RetriableError, TransportFailed
 from .cluster import SimCluster
 from .cores import ClusterSpec, build_cluster, wait_ready
 from .network import NetworkConfig
@@ -44,26 +44,84 @@ class Report:
         }
 
 
-def replay_command(scenario: str, seed: int) -> str:
-    return f".venv/bin/python -m lab.sim --scenario {scenario} --seed {seed}"
-
-
 def network_for(seed: int, faults: bool) -> NetworkConfig:
     """Network knobs drawn from the seed (latencies always; loss/duplication only with ``faults``)."""
     return NetworkConfig.from_seed(random.Random(derive_seed(seed, "network-knobs")), faults=faults)
 
 
-def produce_and_check(seed: int, *, brokers: int = 3, faults: bool = False) -> tuple[SimCluster, Report]:
-    """Create a topic, produce seeded batches, crash and restart a broker (and maybe the
-    controller) in the middle, then read every partition back and check every acknowledged record.
+@dataclass
+class Scenario:
+    """``spec`` draws the cluster to build from the scenario's Random; ``body`` runs against it
+    with the same Random, filling the report and raising ScenarioFailed on a broken promise."""
+
+    name: str
+    spec: Callable[[random.Random, int], ClusterSpec]
+    body: Callable[[SimCluster, random.Random, Report], None]
+    doc: str = ""
+
+
+@dataclass
+class Run:
+    """One scenario run: the cluster (and so its trace) is kept even when the run failed."""
+
+    scenario: str
+    seed: int
+    brokers: int
+    faults: bool
+    cluster: SimCluster | None
+    report: Report
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def replay_command(self) -> str:
+        command = f".venv/bin/python -m lab.sim --scenario {self.scenario} --seed {self.seed}"
+        if self.brokers != 3:
+            command += f" --brokers {self.brokers}"
+        if self.faults:
+            command += " --faults"
+        return command
+
+    def describe_failure(self) -> str:
+        return f"seed {self.seed}: {type(self.error).__name__}: {self.error}\n  replay: {self.replay_command()}"
+
+
+def run_scenario(name: str, seed: int, *, brokers: int = 3, faults: bool = False) -> Run:
+    """Run a scenario; failures of the cluster, an invariant or the scenario's checks end up in
+    ``Run.error`` (a bug in the harness itself still raises)."""
+    scenario = SCENARIOS[name]
+    rng = random.Random(derive_seed(seed, "scenario", name))
+    report = Report(seed)
+    run = Run(name, seed, brokers, faults, None, report)
+    try:
+        run.cluster = build_cluster(seed, scenario.spec(rng, brokers), network_for(seed, faults))
+        scenario.body(run.cluster, rng, report)
+    except (SimulationError, TransportFailed, LeaderNotFound, RetriableError) as exc:
+        run.error = exc
+    if run.cluster is not None:
+        report.summary = run.cluster.summary()
+    return run
+
+
+# -- produce-and-check ------------------------------------------------------------------------
+def produce_and_check_spec(rng: random.Random, brokers: int) -> ClusterSpec:
+    # With per-batch fsync an acknowledged record must survive even a power loss; without it, a kill.
+    return ClusterSpec(brokers=brokers, broker_config={"log.flush.policy": rng.choice(["none", "batch"])})
+
+
+def produce_and_check(cluster: SimCluster, rng: random.Random, report: Report) -> None:
+    """Create a topic, produce seeded batches, crash and restart a broker (or the controller)
+    in the middle, then read every partition back and check every acknowledged record.
 
     Replication factor 1 (replication is issue 3): a crashed broker's partitions are offline
-    until it restarts; a kill (not a power loss) must lose nothing that was acknowledged.
+    until it restarts. The spec picked ``log.flush.policy``: with ``none`` the fault is a kill
+    (the page cache survives), with ``batch`` it may be a power loss; neither may lose an
+    acknowledged record.
     """
-    rng = random.Random(derive_seed(seed, "scenario", "produce-and-check"))
-    spec = ClusterSpec(brokers=brokers)
-    cluster = build_cluster(seed, spec, network_for(seed, faults))
-    report = Report(seed)
+    flush_policy = cluster.node("broker-1").config.log_config.flush_policy if "broker-1" in cluster.nodes else "none"
+    report.faults.append(f"log.flush.policy={flush_policy}")
     client = cluster.client()
     client.request_timeout_ms = 5_000
     wait_ready(cluster)
@@ -77,9 +135,9 @@ def produce_and_check(seed: int, *, brokers: int = 3, faults: bool = False) -> t
     crash_at = rng.randrange(batches)
     for batch in range(batches):
         if batch == crash_at:
-            _bounce(cluster, rng, report)
+            _bounce(cluster, rng, report, power_loss=flush_policy == "batch" and rng.random() < 0.5)
         partition = rng.randrange(partitions)
-        values = [f"{seed}-{batch}-{i}".encode() for i in range(rng.randint(1, 5))]
+        values = [f"{report.seed}-{batch}-{i}".encode() for i in range(rng.randint(1, 5))]
         report.produced += len(values)
         try:
             answer = client.produce("events", partition, values, acks=1)
@@ -104,24 +162,23 @@ def produce_and_check(seed: int, *, brokers: int = 3, faults: bool = False) -> t
                 report.problems.append(
                     f"events-{partition}@{offset}: acknowledged {value!r}, read {by_offset.get(offset)!r}"
                 )
-    report.summary = cluster.summary()
     if report.problems:
-        raise ScenarioFailed(f"seed {seed}: {len(report.problems)} problem(s), first: {report.problems[0]}")
-    return cluster, report
+        raise ScenarioFailed(f"{len(report.problems)} acknowledged record(s) not read back, first: {report.problems[0]}")
 
 
-def _bounce(cluster: SimCluster, rng: random.Random, report: Report) -> None:
+def _bounce(cluster: SimCluster, rng: random.Random, report: Report, power_loss: bool) -> None:
     """Kill a seed-chosen broker (or the controller), keep it down a while, start it again."""
     names = sorted(n for n in cluster.nodes if n.startswith("broker-")) + [CONTROLLER_NODE]
     victim = rng.choice(names)
     down_ms = rng.randrange(0, 3_000)
-    report.faults.append(f"kill {victim} for {down_ms} ms")
-    cluster.crash(victim)
+    report.faults.append(f"{'power loss' if power_loss else 'kill'} {victim} for {down_ms} ms")
+    cluster.crash(victim, lose_unflushed=power_loss)
     cluster.run_for(down_ms)
     cluster.start(victim)
     wait_ready(cluster)
 
 
-SCENARIOS: dict[str, Callable[..., tuple[SimCluster, Report]]] = {
-    "produce-and-check": produce_and_check,
+SCENARIOS: dict[str, Scenario] = {
+    "produce-and-check": Scenario("produce-and-check", produce_and_check_spec, produce_and_check,
+                                  "acks=1 produce with a broker or controller bounce; every ack is read back"),
 }

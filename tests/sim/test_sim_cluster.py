@@ -22,7 +22,7 @@ from brokerlab.sansio import Envelope
 from brokerlab.v1 import broker_pb2, controller_pb2
 from lab.sim import InvariantViolation, SimCluster
 from lab.sim.cores import ClusterSpec, broker_call_timeout, broker_config, build_cluster, wait_ready
-from lab.sim.scenarios import network_for, produce_and_check, replay_command
+from lab.sim.scenarios import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,11 +186,11 @@ def test_the_sim_uses_the_broker_adapters_call_deadlines() -> None:
 
 # -- determinism ----------------------------------------------------------------------------
 def test_the_same_seed_gives_the_same_trace_bytes_and_another_seed_another_schedule() -> None:
-    first_cluster, _ = produce_and_check(21, faults=True)
-    second_cluster, _ = produce_and_check(21, faults=True)
+    first_cluster = run_scenario("produce-and-check", 21, faults=True).cluster
+    second_cluster = run_scenario("produce-and-check", 21, faults=True).cluster
     first, second = first_cluster.trace.serialize(), second_cluster.trace.serialize()
     assert first == second and first.count(b"\n") > 200
-    other_cluster, _ = produce_and_check(22, faults=True)
+    other_cluster = run_scenario("produce-and-check", 22, faults=True).cluster
     assert other_cluster.trace.serialize() != first
     # Not only the digest: the schedule (what was delivered when) differs.
     deliveries = [(e.now_ms, e.fields) for e in first_cluster.trace.named("MessageDelivered")]
@@ -215,7 +215,7 @@ def test_a_failing_seed_prints_its_replay_command(capsys: pytest.CaptureFixture[
 
     assert main(["--seed", "3", "--brokers", "0"]) == 1  # no broker can ever be ready
     err = capsys.readouterr().err
-    assert "replay: .venv/bin/python -m lab.sim --scenario produce-and-check --seed 3 --brokers 0" in err
+    assert "replay: .venv/bin/python -m lab.sim --scenario produce-and-check --seed 3 --brokers 0\n" in err
 
 
 # -- seed sweep -----------------------------------------------------------------------------
@@ -232,15 +232,13 @@ def test_seed_sweep(sim_seed_override: int | None, sim_seed_count: int | None) -
     failures = []
     virtual_ms = 0
     for seed in seeds:
-        faults = seed % 2 == 1
-        try:
-            cluster, _ = produce_and_check(seed, faults=faults)
-            virtual_ms += cluster.scheduler.elapsed_ms()
-        except Exception as exc:  # any failure, reported with its replay commands
+        run = run_scenario("produce-and-check", seed, faults=seed % 2 == 1)
+        virtual_ms += run.cluster.scheduler.elapsed_ms() if run.cluster else 0
+        if not run.ok:
             failures.append(
-                f"seed {seed} ({network_for(seed, faults)}): {type(exc).__name__}: {exc}\n"
-                f"  replay: {replay_command('produce-and-check', seed)}{' --faults' if faults else ''}\n"
-                f"  or:     .venv/bin/python -m pytest tests/sim/test_sim_cluster.py -k test_seed_sweep --sim-seed {seed}"
+                f"{run.describe_failure()}\n"
+                f"  or:     .venv/bin/python -m pytest tests/sim/test_sim_cluster.py -k test_seed_sweep --sim-seed {seed}\n"
+                f"  {run.report.faults}"
             )
     wall_s = time.perf_counter() - started
     print(f"sweep: {len(seeds)} seeds, {virtual_ms / 1000:.0f} s virtual in {wall_s:.1f} s wall "
