@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     consume = sub.add_parser("consume", help="read N records from the beginning of every partition")
     consume.add_argument("--topic", required=True)
     consume.add_argument("--records", type=int, required=True, metavar="N")
-    consume.add_argument("--max-poll-records", type=int, default=10_000, help="records per poll (default 10000)")
+    consume.add_argument("--max-poll-records", type=int, default=500, help="max.poll.records (default 500)")
     consume.add_argument("--timeout-ms", type=int, default=10_000, help="give up after this long without data")
     consume.add_argument("--json", action="store_true", help="print JSON (shape in README)")
     add_bootstrap_argument(consume)

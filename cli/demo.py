@@ -88,6 +88,7 @@ async def tour(bootstrap: list[str], replication_factor: int) -> None:
     admin = Admin(bootstrap)
     try:
         await admin.create_topics([NewTopic(TOPIC, 3, replication_factor, {}, None)])
+        await admin.wait_for_topics([TOPIC])
         say("      the controller placed the replicas and picked a leader per partition")
 
         step(3, f"Producing {len(ORDERS)} keyed records (acks=1); one key always lands on one partition:")

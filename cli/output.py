@@ -16,8 +16,19 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def print_json(data: Any) -> None:
     """One JSON document on stdout, keys in a fixed order (the documented shapes)."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.write(dumps(data) + "\n")
     sys.stdout.flush()
+
+
+def dumps(data: Any, indent: int = 0) -> str:
+    """Indented JSON, but lists of plain values on one line (``"replicas": [1, 2, 3]``)."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(data, dict) and data:
+        items = [f"{inner}{json.dumps(str(k))}: {dumps(v, indent + 2)}" for k, v in data.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(data, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in data):
+        return "[\n" + ",\n".join(inner + dumps(v, indent + 2) for v in data) + "\n" + pad + "]"
+    return json.dumps(data, separators=(", ", ": "))
 
 
 def int_list(values: Iterable[int]) -> str:

@@ -59,7 +59,14 @@ def cmd_create(args: argparse.Namespace) -> int:
     if args.replication_factor == 0 or args.replication_factor < -1:
         raise usage_error("--replication-factor must be at least 1")
     topic = NewTopic(args.name, args.partitions, args.replication_factor, parse_key_values(args.config), None)
-    asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.create_topics([topic])))
+
+    async def create(admin) -> None:
+        await admin.create_topics([topic])
+        # Created means committed by the controller; wait until the brokers know the leaders too,
+        # so that a `produce` right after this command finds them.
+        await admin.wait_for_topics([args.name])
+
+    asyncio.run(_with_admin(bootstrap_of(args), create))
     partitions = "default" if args.partitions == -1 else args.partitions
     factor = "default" if args.replication_factor == -1 else args.replication_factor
     print(f"created topic {args.name} (partitions: {partitions}, replication factor: {factor})")
@@ -90,7 +97,8 @@ def describe_json(descriptions: list[Any]) -> dict:
         partitions = sorted(topic.partitions, key=lambda p: p.partition)
         topics.append({
             "name": topic.name,
-            "topic_id": getattr(topic, "topic_id", None),
+            "topic_id": topic.topic_id,
+            "is_internal": bool(getattr(topic, "is_internal", False)),
             "partition_count": len(partitions),
             "replication_factor": len(partitions[0].replicas) if partitions else 0,
             "configs": dict(getattr(topic, "configs", None) or {}),
@@ -101,6 +109,8 @@ def describe_json(descriptions: list[Any]) -> dict:
                     "leader_epoch": p.leader_epoch,
                     "replicas": list(p.replicas),
                     "isr": list(p.isr),
+                    "offline_replicas": list(getattr(p, "offline_replicas", ())),
+                    "log_start_offset": getattr(p, "log_start_offset", -1),
                     "log_end_offset": p.log_end_offset,
                     "high_watermark": p.high_watermark,
                 }

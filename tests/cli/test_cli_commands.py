@@ -112,9 +112,11 @@ def test_describe_json_shape_and_text() -> None:
     data = describe_json([topic("orders", 2)])
     assert list(data) == ["topics"]
     described = data["topics"][0]
-    assert set(described) == {"name", "topic_id", "partition_count", "replication_factor", "configs", "partitions"}
+    assert set(described) == {"name", "topic_id", "is_internal", "partition_count", "replication_factor", "configs",
+                              "partitions"}
     assert described["partitions"][1] == {"partition": 1, "leader": 2, "leader_epoch": 0, "replicas": [2, 3],
-                                          "isr": [2], "log_end_offset": 5, "high_watermark": 5}
+                                          "isr": [2], "offline_replicas": [], "log_start_offset": -1,
+                                          "log_end_offset": 5, "high_watermark": 5}
     text = describe_text(data)
     assert "LOG_END_OFFSET" in text and "retention.ms=1000" in text and "2,3" in text
 
