@@ -54,6 +54,7 @@ class ProducerBatch:
         "error",
         "callbacks",
         "waiter",
+        "record_callbacks",
     )
 
     def __init__(self, tp: TopicPartition, created_ms: int, base_timestamp_ms: int, sequence: int, reserved_bytes: int) -> None:
@@ -82,8 +83,10 @@ class ProducerBatch:
         self.log_append_time_ms = -1
         self.error: KafkaError | None = None
         self.callbacks: list[Callable[["ProducerBatch"], Any]] | None = None
-        # Opaque slot for the asyncio facade (one future per batch, created on first await).
+        # Opaque slots for the asyncio facade: one future per batch (made on the first await), and
+        # per-record callbacks kept flat so no per-record object outlives the send.
         self.waiter: Any = None
+        self.record_callbacks: list | None = None
 
     def __repr__(self) -> str:
         state = "done" if self.done else ("in-flight" if self.in_flight else "queued")

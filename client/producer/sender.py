@@ -66,7 +66,8 @@ class InFlightRequest:
     def __init__(self, request_id: int, broker_id: int, batches: dict, deadline_ms: int) -> None:
         self.request_id = request_id
         self.broker_id = broker_id
-        self.batches: dict[tuple[str, int], ProducerBatch] = batches
+        # (topic, partition) -> its batches in this request, in order (sent back to back).
+        self.batches: dict[tuple[str, int], list[ProducerBatch]] = batches
         self.deadline_ms = deadline_ms
 
 
@@ -141,12 +142,18 @@ class SenderCore:
 
     def _produce_request(self, broker_id: int, batches: list[ProducerBatch], now_ms: int) -> Envelope:
         request = broker_pb2.ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms)
+        by_partition: dict[tuple[str, int], list[ProducerBatch]] = {}
+        for batch in batches:  # in order within each partition
+            key = (batch.tp.topic, batch.tp.partition)
+            group = by_partition.get(key)
+            if group is None:
+                by_partition[key] = [batch]
+            else:
+                group.append(batch)
         partitions = request.partitions
-        by_partition = {}
-        for batch in batches:
-            tp = batch.tp
-            partitions.add(topic=tp.topic, partition=tp.partition, records=batch.build())
-            by_partition[(tp.topic, tp.partition)] = batch
+        for (topic, partition), group in by_partition.items():
+            records = group[0].build() if len(group) == 1 else b"".join(b.build() for b in group)
+            partitions.add(topic=topic, partition=partition, records=records)
         request_id = self._ids.next()
         self._in_flight[request_id] = InFlightRequest(
             request_id, broker_id, by_partition, now_ms + self.request_timeout_ms
@@ -170,19 +177,26 @@ class SenderCore:
         batches = request.batches
         acc = self.accumulator
         for result in response.partitions:
-            batch = batches.pop((result.topic, result.partition), None)
-            if batch is None or batch.done:
+            group = batches.pop((result.topic, result.partition), None)
+            if group is None:
                 continue
             if result.error_code == ErrorCode.NONE:
-                acc.complete(batch, result.base_offset, result.log_append_time_ms)
+                # The broker appended the batches back to back from base_offset.
+                offset = result.base_offset
+                for batch in group:
+                    acc.complete(batch, offset, result.log_append_time_ms)
+                    offset += batch.record_count
             else:
-                self._on_partition_error(batch, result.error_code, result.error_message, now_ms, effects)
-        for batch in batches.values():
-            if not batch.done:
-                self._on_partition_error(
-                    batch, ErrorCode.UNKNOWN_SERVER_ERROR,
-                    f"the broker's answer had no result for {batch.tp}", now_ms, effects,
-                )
+                for batch in group:
+                    if not batch.done:
+                        self._on_partition_error(batch, result.error_code, result.error_message, now_ms, effects)
+        for group in batches.values():
+            for batch in group:
+                if not batch.done:
+                    self._on_partition_error(
+                        batch, ErrorCode.UNKNOWN_SERVER_ERROR,
+                        f"the broker's answer had no result for {batch.tp}", now_ms, effects,
+                    )
 
     def _settle_failed_request(self, request: InFlightRequest, reason: str, now_ms: int, effects: Effects) -> None:
         del self._in_flight[request.request_id]
@@ -193,9 +207,10 @@ class SenderCore:
         code = classify_transport_error(reason)
         # A broker we cannot reach may no longer be the leader (Kafka refreshes on disconnect).
         self.metadata.request_update()
-        for batch in request.batches.values():
-            if not batch.done:
-                self._on_partition_error(batch, code, reason, now_ms, effects)
+        for group in request.batches.values():
+            for batch in group:
+                if not batch.done:
+                    self._on_partition_error(batch, code, reason, now_ms, effects)
 
     def _on_partition_error(self, batch: ProducerBatch, code: int, message: str, now_ms: int, effects: Effects) -> None:
         acc = self.accumulator

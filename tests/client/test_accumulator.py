@@ -16,7 +16,7 @@ RECORD_BYTES = RECORD_HEADER_BYTES + len(VALUE)  # 126, keyless, no headers
 def make(**overrides) -> RecordAccumulator:
     config = dict(batch_size=BATCH_HEADER_BYTES + 3 * RECORD_BYTES, linger_ms=5, buffer_memory=1 << 20,
                   delivery_timeout_ms=1000, retry_backoff_ms=100, retry_backoff_max_ms=1000,
-                  max_in_flight_per_broker=5)
+                  max_in_flight_per_broker=5, pipeline_min_bytes=0)
     config.update(overrides)
     return RecordAccumulator(**config)
 
@@ -136,24 +136,35 @@ def test_a_record_larger_than_batch_size_gets_its_own_batch_but_not_beyond_the_l
     assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE and "buffer.memory" in info.value.message
 
 
-def test_drain_groups_by_leader_one_batch_per_partition_per_request() -> None:
+def test_drain_groups_by_leader_fairly_then_packs_each_partitions_backlog_in_order() -> None:
     acc = make(linger_ms=0)
     lookup = leaders({TopicPartition("t", p): 1 + p % 2 for p in range(4)})
     for p in range(4):
-        for _ in range(4):  # two batches per partition (3 fit in one)
+        for _ in range(4):  # two batches per partition (3 records fit in one)
             append(acc, p)
     requests, _ = acc.drain(0, lookup)
     assert sorted(requests) == [1, 2]
-    assert sorted(b.tp.partition for b in requests[1]) == [0, 2]
-    assert sorted(b.tp.partition for b in requests[2]) == [1, 3]
-    assert all(b.record_count == 3 and b.in_flight for bs in requests.values() for b in bs)
-    second, _ = acc.drain(0, lookup)
-    assert all(b.record_count == 1 for bs in second.values() for b in bs)
-    assert acc.in_flight_requests(1) == 2 and acc.in_flight_requests(2) == 2
+    # First pass: one batch per partition; second pass: the rest of each partition's backlog.
+    assert [(b.tp.partition, b.record_count) for b in requests[1]] == [(0, 3), (2, 3), (0, 1), (2, 1)]
+    assert [(b.tp.partition, b.record_count) for b in requests[2]] == [(1, 3), (3, 3), (1, 1), (3, 1)]
+    assert all(b.in_flight for bs in requests.values() for b in bs)
+    assert not acc.has_queued()
+    assert acc.in_flight_requests(1) == 1 and acc.in_flight_requests(2) == 1
+
+
+def test_the_backlog_pass_stops_at_a_batch_that_is_not_ready() -> None:
+    acc = make(linger_ms=10)
+    lookup = leaders({TopicPartition("t", 0): 1})
+    for _ in range(4):
+        append(acc)  # a full batch and an open one still lingering
+    requests, _ = acc.drain(0, lookup)
+    assert [b.record_count for b in requests[1]] == [3]
+    assert [b.record_count for b in acc.queue("t", 0).batches] == [1]
 
 
 def test_drain_respects_max_in_flight_per_broker() -> None:
-    acc = make(linger_ms=0, max_in_flight_per_broker=2)
+    one_batch = BATCH_HEADER_BYTES + 3 * RECORD_BYTES
+    acc = make(linger_ms=0, max_in_flight_per_broker=2, max_request_size=one_batch)
     lookup = leaders({TopicPartition("t", 0): 1, TopicPartition("t", 1): 2})
     for _ in range(4 * 3):
         append(acc, 0)
@@ -164,6 +175,29 @@ def test_drain_respects_max_in_flight_per_broker() -> None:
     acc.request_done(1)
     assert set(acc.drain(0, lookup)[0]) == {1}
     assert acc.in_flight_requests(1) == 2
+
+
+def test_a_busy_broker_gets_another_request_only_for_enough_bytes() -> None:
+    one_batch = BATCH_HEADER_BYTES + 3 * RECORD_BYTES
+    acc = make(linger_ms=0, pipeline_min_bytes=3 * one_batch)
+    lookup = leaders({TopicPartition("t", 0): 1, TopicPartition("t", 1): 2})
+    for _ in range(3):
+        append(acc, 0)
+    assert len(acc.drain(0, lookup)[0][1]) == 1  # idle broker: at once
+    for _ in range(2 * 3):
+        append(acc, 0)
+    append(acc, 1)
+    requests, _ = acc.drain(0, lookup)
+    assert list(requests) == [2]  # broker 1 is busy and has only two batches' worth
+    for _ in range(3):
+        append(acc, 0)
+    assert [b.record_count for b in acc.drain(0, lookup)[0][1]] == [3, 3, 3]  # enough now
+    for _ in range(3):
+        append(acc, 0)
+    acc.begin_flush()  # a flush does not wait
+    assert len(acc.drain(0, lookup)[0][1]) == 1
+    acc.end_flush()
+    assert acc.in_flight_requests(1) == 3
 
 
 def test_drain_stops_a_request_at_max_request_size() -> None:
@@ -185,6 +219,25 @@ def test_unknown_leader_is_reported_and_the_batch_stays() -> None:
     assert acc.drain(0, leaders({TopicPartition("t", 0): 3}))[0] == {3: [batch]}
 
 
+def test_retried_batches_go_in_creation_order_one_request_at_a_time_too() -> None:
+    one_batch = BATCH_HEADER_BYTES + RECORD_BYTES
+    acc = make(linger_ms=0, delivery_timeout_ms=60_000, max_request_size=one_batch, max_in_flight_per_broker=5)
+    lookup = leaders({TopicPartition("t", 0): 1})
+    a = append(acc)
+    b = append(acc, ts=1001)  # lands in a's batch
+    assert a is b
+    acc.drain(0, lookup)
+    c = append(acc)
+    acc.drain(0, lookup)
+    acc.request_done(1)
+    acc.request_done(1)
+    acc.reenqueue(c, 0)
+    acc.reenqueue(a, 0)
+    first = acc.drain(100, lookup)[0][1]
+    second = acc.drain(100, lookup)[0][1]
+    assert first == [a] and second == [c]
+
+
 def test_retries_back_off_exponentially_and_go_back_in_creation_order() -> None:
     acc = make(linger_ms=0, delivery_timeout_ms=60_000)
     lookup = leaders({TopicPartition("t", 0): 1})
@@ -203,10 +256,8 @@ def test_retries_back_off_exponentially_and_go_back_in_creation_order() -> None:
     assert a.retry_at_ms == 110  # retry.backoff.ms after the first attempt
     assert acc.drain(109, lookup)[0] == {}  # backing off: nothing behind a goes either
     assert acc.next_ready_ms(50) == 110
-    assert acc.drain(110, lookup)[0] == {1: [a]}
-    assert acc.drain(110, lookup)[0] == {1: [b]}
-    assert acc.drain(110, lookup)[0] == {1: [c]}
-    assert a.attempts == 2 and c.attempts == 1
+    assert acc.drain(110, lookup)[0] == {1: [a, b, c]}  # one request, in creation order
+    assert a.attempts == 2 and b.attempts == 2 and c.attempts == 1
 
 
 def test_backoff_doubles_up_to_the_max() -> None:

@@ -81,6 +81,31 @@ def test_one_produce_request_per_leader_then_success_completes_with_offsets() ->
     assert sender.in_flight_request_count() == 1
 
 
+def test_several_batches_of_a_partition_travel_back_to_back_and_get_consecutive_offsets() -> None:
+    acc, metadata, sender = setup(batch_size=200)
+    metadata.leaders[T1] = 1
+    first = acc.append("t", 0, 1, None, b"x" * 100, (), 0)
+    second = acc.append("t", 0, 2, None, b"y" * 100, (), 0)  # did not fit: a new batch
+    third = acc.append("t", 1, 3, None, b"z", (), 0)
+    assert first is not second
+    (request,) = sender.tick(0).sends
+    assert [(p.partition, len(validate_batches(p.records))) for p in request.message.partitions] == [(0, 2), (1, 1)]
+    sender.step(answer(request, ("t", 0, 0, 10), ("t", 1, 0, 3)), 1)
+    assert (first.base_offset, second.base_offset, third.base_offset) == (10, 11, 3)
+
+
+def test_an_error_for_a_partition_retries_all_its_batches_in_order() -> None:
+    acc, metadata, sender = setup(batch_size=200)
+    first = acc.append("t", 0, 1, None, b"x" * 100, (), 0)
+    second = acc.append("t", 0, 2, None, b"y" * 100, (), 0)
+    (request,) = sender.tick(0).sends
+    sender.step(answer(request, ("t", 0, ErrorCode.NOT_LEADER_OR_FOLLOWER, -1)), 1)
+    assert list(acc.queue("t", 0).batches) == [first, second]
+    (retry,) = sender.tick(101).sends
+    sender.step(answer(retry, ("t", 0, 0, 0)), 102)
+    assert (first.base_offset, second.base_offset) == (0, 1)
+
+
 def test_not_leader_refreshes_metadata_and_retries_to_the_new_leader_after_backoff() -> None:
     acc, metadata, sender = setup()
     batch = send_records(acc)
