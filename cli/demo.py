@@ -54,14 +54,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say("brokerlab demo: a Kafka-style cluster on this machine, start to finish.")
     step(1, f"Starting a controller and {args.brokers} brokers on 127.0.0.1 (data in {data_dir}) ...")
     cluster = LocalCluster.plan(brokers=args.brokers, data_dir=data_dir / "cluster")
-    ok = False
+    ok = interrupted = False
     try:
         elapsed = cluster.start()
+        say("      $ brokerlab cluster up   (the same, kept running until: brokerlab cluster down)")
         say(f"      every node answers SERVING on the gRPC health service after {elapsed:.1f} s:")
         say(indent(status_table(cluster)))
         asyncio.run(tour(cluster.bootstrap_servers(), min(3, args.brokers)))
         ok = True
     except KeyboardInterrupt:
+        interrupted = True
         say("\n      interrupted (Ctrl-C)")
         raise
     finally:
@@ -72,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         left = [node.name for node in cluster.nodes if pid_alive(node.pid)]
         say(f"      stopped; processes left behind: {', '.join(left) if left else 'none'}")
-        if ok and not args.keep:
+        if (ok or interrupted) and not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
         else:
             say(f"      data and logs kept in {data_dir}")
@@ -89,11 +91,13 @@ async def tour(bootstrap: list[str], replication_factor: int) -> None:
     try:
         await admin.create_topics([NewTopic(TOPIC, 3, replication_factor, {}, None)])
         await admin.wait_for_topics([TOPIC])
+        say(f"      $ brokerlab topic create {TOPIC} --partitions 3 --replication-factor {replication_factor}")
         say("      the controller placed the replicas and picked a leader per partition")
 
         step(3, f"Producing {len(ORDERS)} keyed records (acks=1); one key always lands on one partition:")
         async with Producer(bootstrap, acks="1", key_serializer=str.encode, value_serializer=str.encode,
                             client_id="brokerlab-demo") as producer:
+            say(f"      $ printf 'alice:1 x espresso\\n...' | brokerlab produce {TOPIC} --key-separator : --acks 1")
             handles = [await producer.send(TOPIC, value, key=key) for key, value in ORDERS]
             await producer.flush()
             for (key, value), handle in zip(ORDERS, handles):
@@ -106,6 +110,8 @@ async def tour(bootstrap: list[str], replication_factor: int) -> None:
             tps = [TopicPartition(TOPIC, p) for p in range(3)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
+            say(f"      $ brokerlab consume {TOPIC} --from-beginning --max-messages {len(ORDERS)} "
+                "--format '{partition} {offset} {key} {value}'")
             seen = 0
             deadline = time.monotonic() + 15
             while seen < len(ORDERS) and time.monotonic() < deadline:
@@ -118,6 +124,7 @@ async def tour(bootstrap: list[str], replication_factor: int) -> None:
             await consumer.close()
 
         step(5, f"Describing {TOPIC!r}: leaders, replicas, in-sync replicas, offsets:")
+        say(f"      $ brokerlab topic describe {TOPIC}")
         descriptions = await admin.describe_topics([TOPIC])
         say(indent(describe_text(describe_json(descriptions))))
     finally:

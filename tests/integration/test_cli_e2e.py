@@ -138,3 +138,11 @@ def test_no_cluster_anywhere_is_exit_2(tmp_path: Path) -> None:
     result = Cli(tmp_path)("topic", "list")
     assert result.returncode == 2
     assert_one_error_line(result, "BROKER_NOT_AVAILABLE")
+
+
+def test_demo_runs_start_to_finish(tmp_path: Path) -> None:
+    result = Cli(tmp_path)("demo", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9 of 9 records read back" in result.stdout
+    assert "processes left behind: none" in result.stdout
+    assert "LOG_END_OFFSET" in result.stdout
