@@ -21,29 +21,37 @@ _SEED = 0x9747B28C
 _MASK32 = 0xFFFFFFFF
 
 
+_UNPACKERS: dict = {}
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's ``Utils.murmur2``: 32-bit MurmurHash2, seed 0x9747b28c, as a signed Java int.
 
     Java does this in wrapping signed 32-bit arithmetic with ``>>>`` (logical) shifts; doing it
     on unsigned values masked to 32 bits gives the same bit pattern, converted at the end.
+    (``h*m ^ k*m`` is masked once: the low 32 bits of a xor are the xor of the low 32 bits.)
     """
     length = len(data)
-    h = (_SEED ^ length) & _MASK32
-    whole = length & ~3
-    if whole:
-        for (k,) in struct.iter_unpack("<I", data[:whole] if whole != length else data):
+    h = _SEED ^ length
+    words = length >> 2
+    if words:
+        unpack = _UNPACKERS.get(words)
+        if unpack is None:
+            unpack = struct.Struct(f"<{words}I").unpack_from
+            if words <= 64:  # keys up to 256 bytes: keep one unpacker per length
+                _UNPACKERS[words] = unpack
+        for k in unpack(data):
             k = (k * _M) & _MASK32
             k ^= k >> 24
-            k = (k * _M) & _MASK32
-            h = ((h * _M) & _MASK32) ^ k
+            h = ((h * _M) ^ (k * _M)) & _MASK32
     tail = length & 3
     if tail:
+        whole = length - tail
         if tail == 3:
             h ^= data[whole + 2] << 16
         if tail >= 2:
             h ^= data[whole + 1] << 8
-        h ^= data[whole]
-        h = (h * _M) & _MASK32
+        h = ((h ^ data[whole]) * _M) & _MASK32
     h ^= h >> 13
     h = (h * _M) & _MASK32
     h ^= h >> 15
