@@ -45,6 +45,9 @@ class LogManager:
         self.config = config
         self.log_dir = log_dir.strip("/")
         self._logs: dict[TopicPartition, PartitionLog] = {}
+        # The earliest deadline of any log, recomputed only after a log reports a change.
+        self._logs_deadline: int | None = None
+        self._deadlines_dirty = True
         self.recovery_events: list[TraceEvent] = []
         self._pending_events: list[TraceEvent] = []
         self.closed = False
@@ -69,7 +72,7 @@ class LogManager:
                 high_watermark=high_watermarks.get(tp, 0),
                 clean_shutdown=clean,
             )
-            self._logs[tp] = log
+            self._add(tp, log)
             self.recovery_events.extend(log.drain_events())
         # While running, a crash must look unclean at the next start.
         if clean:
@@ -80,6 +83,14 @@ class LogManager:
         self._next_retention_ms = now_ms + config.retention_check_interval_ms
         self._next_checkpoint_ms = now_ms + config.checkpoint_interval_ms
         self._next_hw_checkpoint_ms = now_ms + config.high_watermark_checkpoint_interval_ms
+
+    def _add(self, tp: TopicPartition, log: PartitionLog) -> None:
+        self._logs[tp] = log
+        log.on_deadline_change = self._mark_deadlines_dirty
+        self._deadlines_dirty = True
+
+    def _mark_deadlines_dirty(self) -> None:
+        self._deadlines_dirty = True
 
     def _path(self, name: str) -> str:
         return f"{self.log_dir}/{name}" if self.log_dir else name
@@ -117,7 +128,7 @@ class LogManager:
             log = PartitionLog.create(self.disk, self._path(partition_dir_name(tp)), tp, config, now_ms,
                                       topic_id=topic_id, overrides=topic_configs)
             self.disk.fsync_dir(self.log_dir)
-            self._logs[tp] = log
+            self._add(tp, log)
             return log
         if topic_configs is not None:
             log.update_config(config, topic_configs)
@@ -129,7 +140,9 @@ class LogManager:
         log = self._logs.pop(tp, None)
         if log is None:
             return
+        log.on_deadline_change = None
         log.delete_files()
+        self._deadlines_dirty = True
         self.disk.fsync_dir(self.log_dir)
         # A stale entry would give a recreated topic of the same name this log's offsets.
         self._write_checkpoints(high_watermarks=True)
@@ -142,7 +155,9 @@ class LogManager:
     def tick(self, now_ms: int) -> list[TraceEvent]:
         """Roll by age, flush (rolled segments; the interval policy), retention, checkpoints."""
         for log in self._logs.values():
-            log.tick(now_ms)
+            due = log.next_deadline_ms()
+            if due is not None and due <= now_ms:
+                log.tick(now_ms)
         if now_ms >= self._next_retention_ms:
             deleted = sum(log.delete_old_segments(now_ms) for log in self._logs.values())
             if deleted:
@@ -160,11 +175,14 @@ class LogManager:
         return self.drain_events()
 
     def next_deadline_ms(self) -> int | None:
+        """The earliest housekeeping or per-log deadline (cheap: called after every step)."""
+        if self._deadlines_dirty:
+            dues = [d for d in (log.next_deadline_ms() for log in self._logs.values()) if d is not None]
+            self._logs_deadline = min(dues) if dues else None
+            self._deadlines_dirty = False
         deadline = min(self._next_retention_ms, self._next_checkpoint_ms, self._next_hw_checkpoint_ms)
-        for log in self._logs.values():
-            due = log.next_deadline_ms()
-            if due is not None and due < deadline:
-                deadline = due
+        if self._logs_deadline is not None and self._logs_deadline < deadline:
+            return self._logs_deadline
         return deadline
 
     def drain_events(self) -> list[TraceEvent]:

@@ -9,7 +9,7 @@ one read of the segment file. Time comes in as ``now_ms``; files go through the 
 from __future__ import annotations
 
 import bisect
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from brokerlab.disk import Disk
 from brokerlab.ids import TopicPartition
@@ -87,6 +87,10 @@ class PartitionLog:
         self._events: list[TraceEvent] = []
         self.leader_epoch_cache = LeaderEpochCache(log_end_offset=lambda: self.log_end_offset)
         self.closed = False
+        # next_deadline_ms() is cached and recomputed after each change; the LogManager sets
+        # on_deadline_change so it rescans its logs only when one of them moved.
+        self.on_deadline_change: Callable[[], None] | None = None
+        self._deadline = self._compute_deadline()
 
     # ------------------------------------------------------------------ opening
 
@@ -223,6 +227,7 @@ class PartitionLog:
         self.config = config
         for segment in self._segments:
             segment.index_interval_bytes = config.index_interval_bytes
+        self._refresh_deadline()
         if overrides is not None and overrides != self.overrides:
             self.overrides = dict(overrides)
             self.disk.write_file_atomic(f"{self.directory}/{checkpoints.PARTITION_CONFIG}",
@@ -353,10 +358,13 @@ class PartitionLog:
         reason = self._roll_reason(segment, len(data), entries[-1][2], now_ms)
         if reason is not None:
             segment = self._roll(now_ms, reason)
+        was_clean = not self.has_unflushed_data
         segment.append(data, entries, now_ms)
         self._size_bytes += len(data)
         if self.config.flush_policy == "batch":
             self.flush(now_ms)
+        elif reason is not None or segment.size == len(data) or was_clean:
+            self._refresh_deadline()  # only these appends can move the deadline
 
     def _roll_reason(self, segment: LogSegment, size: int, last_offset: int, now_ms: int) -> str | None:
         if segment.is_empty:
@@ -388,7 +396,9 @@ class PartitionLog:
         """Start a new segment now (if the active one holds anything)."""
         if self._segments[-1].is_empty:
             return self._segments[-1]
-        return self._roll(now_ms, "requested")
+        segment = self._roll(now_ms, "requested")
+        self._refresh_deadline()
+        return segment
 
     # ------------------------------------------------------------------ flush
 
@@ -410,6 +420,7 @@ class PartitionLog:
         self.recovery_point = max(self.recovery_point, target)
         if now_ms is not None:
             self._last_flush_ms = now_ms
+        self._refresh_deadline()
 
     @property
     def has_unflushed_data(self) -> bool:
@@ -432,8 +443,20 @@ class PartitionLog:
                 self._last_flush_ms = now_ms
         if self._first_unflushed_base < active.base_offset:
             self.flush(now_ms, upto=active.base_offset)
+        self._refresh_deadline()
 
     def next_deadline_ms(self) -> int | None:
+        """When ``tick`` has work for this log (roll by age, a flush), or None."""
+        return self._deadline
+
+    def _refresh_deadline(self) -> None:
+        deadline = self._compute_deadline()
+        if deadline != self._deadline:
+            self._deadline = deadline
+            if self.on_deadline_change is not None:
+                self.on_deadline_change()
+
+    def _compute_deadline(self) -> int | None:
         deadlines = []
         active = self._segments[-1]
         if not active.is_empty and active.rolling_base_ms is not None:
@@ -517,6 +540,7 @@ class PartitionLog:
         self.flush()
         self._event("LogTruncated", offset=self.log_end_offset, records_removed=old_end - self.log_end_offset,
                     bytes_removed=removed_bytes, deleted_segments=deleted)
+        self._refresh_deadline()
         return old_end - self.log_end_offset
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -538,6 +562,7 @@ class PartitionLog:
         # The empty segment's name records where the log restarts: make it survive a power loss.
         segment.log.fsync()
         self.disk.fsync_dir(self.directory)
+        self._refresh_deadline()
         self._event("LogTruncated", offset=offset, records_removed=max(old_end - offset, 0),
                     bytes_removed=removed_bytes, deleted_segments=None)
 
@@ -574,6 +599,8 @@ class PartitionLog:
             for _ in range(count):
                 self._delete_first_segment(reason)
             deleted += count
+        if deleted:
+            self._refresh_deadline()
         return deleted
 
     def _delete_first_segment(self, reason: str) -> None:

@@ -203,3 +203,20 @@ def test_os_disk_recovery_cuts_a_torn_tail(tmp_path):
     (event,) = manager.recovery_events
     assert event.fields["truncated_bytes"] == 157
     assert all_records(manager.get(TP)) == expected[:-1]
+
+
+def test_the_deadline_follows_appends_rolls_and_flushes_of_any_log():
+    manager = open_manager(MemoryDisk(), segment_ms=100, retention_check_interval_ms=10_000,
+                           checkpoint_interval_ms=10_000, high_watermark_checkpoint_interval_ms=10_000)
+    logs = [manager.get_or_create(TopicPartition("t", p), 0) for p in range(3)]
+    assert manager.next_deadline_ms() == 10_000
+    logs[1].append_as_leader(batch([b"a"]), 0, now_ms=5)
+    assert manager.next_deadline_ms() == 105  # the age roll of partition 1
+    logs[2].append_as_leader(batch([b"b"]), 0, now_ms=50)
+    assert manager.next_deadline_ms() == 105
+    events = manager.tick(105)
+    assert [(e.name, e.fields["partition"]) for e in events] == [("SegmentRolled", 1)]
+    assert logs[1].recovery_point == 1  # the rolled segment was flushed in the same tick
+    assert manager.next_deadline_ms() == 150
+    manager.delete(TopicPartition("t", 2))
+    assert manager.next_deadline_ms() == 10_000
