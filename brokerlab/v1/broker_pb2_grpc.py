@@ -62,6 +62,11 @@ class BrokerServiceStub:
                 request_serializer=brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsRequest.SerializeToString,
                 response_deserializer=brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsResponse.FromString,
                 _registered_method=True)
+        self.OffsetForLeaderEpoch = channel.unary_unary(
+                '/brokerlab.v1.BrokerService/OffsetForLeaderEpoch',
+                request_serializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+                response_deserializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -100,6 +105,13 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OffsetForLeaderEpoch(self, request, context):
+        """KIP-101: the end offset of a leader epoch on the leader, so a follower can truncate safely.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +139,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.DescribeLogDirs,
                     request_deserializer=brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsRequest.FromString,
                     response_serializer=brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsResponse.SerializeToString,
+            ),
+            'OffsetForLeaderEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OffsetForLeaderEpoch,
+                    request_deserializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.FromString,
+                    response_serializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +284,33 @@ class BrokerService:
             '/brokerlab.v1.BrokerService/DescribeLogDirs',
             brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsRequest.SerializeToString,
             brokerlab_dot_v1_dot_broker__pb2.DescribeLogDirsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OffsetForLeaderEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.v1.BrokerService/OffsetForLeaderEpoch',
+            brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
+            brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,16 @@ class ControllerServiceStub:
                 request_serializer=brokerlab_dot_v1_dot_controller__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=brokerlab_dot_v1_dot_controller__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.AlterPartition = channel.unary_unary(
+                '/brokerlab.v1.ControllerService/AlterPartition',
+                request_serializer=brokerlab_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
+                response_deserializer=brokerlab_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
+                _registered_method=True)
+        self.ElectLeaders = channel.unary_unary(
+                '/brokerlab.v1.ControllerService/ElectLeaders',
+                request_serializer=brokerlab_dot_v1_dot_controller__pb2.ElectLeadersRequest.SerializeToString,
+                response_deserializer=brokerlab_dot_v1_dot_controller__pb2.ElectLeadersResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -110,6 +120,20 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterPartition(self, request, context):
+        """A partition leader asks to shrink or expand the ISR (KIP-497), checked against the partition epoch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ElectLeaders(self, request, context):
+        """Preferred or unclean leader election on demand (kafka-leader-election).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +166,16 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=brokerlab_dot_v1_dot_controller__pb2.DescribeClusterRequest.FromString,
                     response_serializer=brokerlab_dot_v1_dot_controller__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'AlterPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartition,
+                    request_deserializer=brokerlab_dot_v1_dot_controller__pb2.AlterPartitionRequest.FromString,
+                    response_serializer=brokerlab_dot_v1_dot_controller__pb2.AlterPartitionResponse.SerializeToString,
+            ),
+            'ElectLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ElectLeaders,
+                    request_deserializer=brokerlab_dot_v1_dot_controller__pb2.ElectLeadersRequest.FromString,
+                    response_serializer=brokerlab_dot_v1_dot_controller__pb2.ElectLeadersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +342,60 @@ class ControllerService:
             '/brokerlab.v1.ControllerService/DescribeCluster',
             brokerlab_dot_v1_dot_controller__pb2.DescribeClusterRequest.SerializeToString,
             brokerlab_dot_v1_dot_controller__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.v1.ControllerService/AlterPartition',
+            brokerlab_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
+            brokerlab_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ElectLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.v1.ControllerService/ElectLeaders',
+            brokerlab_dot_v1_dot_controller__pb2.ElectLeadersRequest.SerializeToString,
+            brokerlab_dot_v1_dot_controller__pb2.ElectLeadersResponse.FromString,
             options,
             channel_credentials,
             insecure,
