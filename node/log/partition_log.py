@@ -25,6 +25,7 @@ from node.log.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
 )
+from node.log.loader import read_partition_files, recovered_event, restore_epoch_cache
 from node.log.recovery import load_segments
 from node.log.retention import deletable_prefix
 from node.log.segment import BatchEntry, LogSegment
@@ -140,15 +141,7 @@ class PartitionLog:
 
         What recovery did is in ``drain_events()`` (a ``LogRecovered`` event).
         """
-        overrides = cls._read_overrides(disk, directory)
-        try:
-            config = config.with_topic_overrides(overrides)
-        except ValueError:
-            overrides = {}  # a stale file must not keep the partition from opening
-        topic_id = None
-        metadata_path = f"{directory}/{checkpoints.PARTITION_METADATA}"
-        if disk.exists(metadata_path):
-            topic_id = checkpoints.parse_partition_metadata(disk.read_file(metadata_path))
+        config, overrides, topic_id = read_partition_files(disk, directory, config)
         load = load_segments(disk, directory, config.index_interval_bytes, recovery_point, clean_shutdown, now_ms)
         segments = load.segments
         if not segments:
@@ -159,64 +152,15 @@ class PartitionLog:
                   topic_id=topic_id, overrides=overrides)
         log._log_start_offset = min(max(log_start_offset, segments[0].base_offset), log.log_end_offset)
         log._high_watermark = min(max(high_watermark, log._log_start_offset), log.log_end_offset)
-        log._load_epoch_cache(load)
+        entries, rewrite = restore_epoch_cache(disk, directory, load, segments,
+                                               log._log_start_offset, log.log_end_offset)
+        log.leader_epoch_cache = LeaderEpochCache(entries, log_end_offset=lambda: log.log_end_offset,
+                                                  on_change=log._write_epochs)
+        if rewrite:
+            log._write_epochs(entries)
         if load.recovered:
-            log._events.append(TraceEvent("LogRecovered", {
-                "topic": topic_partition.topic,
-                "partition": topic_partition.partition,
-                "truncated_bytes": load.truncated_bytes,
-                "log_end_offset": log.log_end_offset,
-                "recovery_point": recovery_point,
-                "scan_start_offset": load.scan_start_offset,
-                "scanned_segments": load.scanned_segments,
-                "deleted_segments": load.deleted_segments,
-                "problem": load.problem,
-            }))
+            log._events.append(recovered_event(topic_partition, load, recovery_point, log.log_end_offset))
         return log
-
-    @staticmethod
-    def _read_overrides(disk: Disk, directory: str) -> dict[str, str]:
-        path = f"{directory}/{checkpoints.PARTITION_CONFIG}"
-        if not disk.exists(path):
-            return {}
-        return checkpoints.parse_overrides(disk.read_file(path))
-
-    def _load_epoch_cache(self, load) -> None:
-        path = f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}"
-        entries: list[tuple[int, int]] = []
-        missing = not self.disk.exists(path)
-        if not missing:
-            try:
-                entries = checkpoints.parse_epochs(self.disk.read_file(path), path)
-            except (checkpoints.CheckpointError, FileNotFoundError):
-                missing = True
-        cache = LeaderEpochCache(entries, log_end_offset=lambda: self.log_end_offset)
-        if load.recovered:
-            # Epochs of the scanned region come from the batches themselves (Kafka's recovery).
-            if load.scan_start_offset is not None:
-                cache.truncate_from_end(load.scan_start_offset)
-            for epoch, offset in load.epochs:
-                if epoch > cache.latest_epoch:
-                    cache.assign(epoch, offset)
-        elif missing and self.log_end_offset > self._log_start_offset:
-            for epoch, offset in self._epochs_from_headers():
-                if epoch > cache.latest_epoch:
-                    cache.assign(epoch, offset)
-        cache.truncate_from_end(self.log_end_offset)
-        cache.truncate_from_start(self._log_start_offset)
-        self.leader_epoch_cache = cache
-        if cache.entries != entries or missing:
-            self._write_epochs(cache.entries)
-        cache.on_change = self._write_epochs
-
-    def _epochs_from_headers(self) -> list[tuple[int, int]]:
-        out: list[tuple[int, int]] = []
-        for segment in self._segments:
-            for _, header in segment.walk_headers():
-                epoch = header.partition_leader_epoch
-                if epoch >= 0 and (not out or out[-1][0] != epoch):
-                    out.append((epoch, header.base_offset))
-        return out
 
     def _write_epochs(self, entries) -> None:
         self.disk.write_file_atomic(f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}",
