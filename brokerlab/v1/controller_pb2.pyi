@@ -19,16 +19,18 @@ ELECTION_TYPE_PREFERRED: ElectionType
 ELECTION_TYPE_UNCLEAN: ElectionType
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "endpoint", "rack", "incarnation_id")
+    __slots__ = ("broker_id", "endpoint", "rack", "incarnation_id", "external_endpoint")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     endpoint: _common_pb2.Endpoint
     rack: str
     incarnation_id: str
-    def __init__(self, broker_id: _Optional[int] = ..., endpoint: _Optional[_Union[_common_pb2.Endpoint, _Mapping]] = ..., rack: _Optional[str] = ..., incarnation_id: _Optional[str] = ...) -> None: ...
+    external_endpoint: _common_pb2.Endpoint
+    def __init__(self, broker_id: _Optional[int] = ..., endpoint: _Optional[_Union[_common_pb2.Endpoint, _Mapping]] = ..., rack: _Optional[str] = ..., incarnation_id: _Optional[str] = ..., external_endpoint: _Optional[_Union[_common_pb2.Endpoint, _Mapping]] = ...) -> None: ...
 
 class RegisterBrokerResponse(_message.Message):
     __slots__ = ("error_code", "error_message", "broker_epoch")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from brokerlab.v1 import common_pb2 as brokerlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62rokerlab/v1/metadata.proto\x12\x0c\x62rokerlab.v1\x1a\x19\x62rokerlab/v1/common.proto\"\xe2\x03\n\x0eMetadataRecord\x12=\n\x0fregister_broker\x18\x01 \x01(\x0b\x32\".brokerlab.v1.RegisterBrokerRecordH\x00\x12\x37\n\x0c\x66\x65nce_broker\x18\x02 \x01(\x0b\x32\x1f.brokerlab.v1.FenceBrokerRecordH\x00\x12;\n\x0eunfence_broker\x18\x03 \x01(\x0b\x32!.brokerlab.v1.UnfenceBrokerRecordH\x00\x12*\n\x05topic\x18\x04 \x01(\x0b\x32\x19.brokerlab.v1.TopicRecordH\x00\x12\x32\n\tpartition\x18\x05 \x01(\x0b\x32\x1d.brokerlab.v1.PartitionRecordH\x00\x12?\n\x10partition_change\x18\x06 \x01(\x0b\x32#.brokerlab.v1.PartitionChangeRecordH\x00\x12\x37\n\x0cremove_topic\x18\x07 \x01(\x0b\x32\x1f.brokerlab.v1.RemoveTopicRecordH\x00\x12\x37\n\x0cproducer_ids\x18\x08 \x01(\x0b\x32\x1f.brokerlab.v1.ProducerIdsRecordH\x00\x42\x08\n\x06record\"\x9f\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12(\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x16.brokerlab.v1.Endpoint\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x16\n\x0eincarnation_id\x18\x05 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\"<\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\">\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"*\n\x0bTopicConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"Y\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12*\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\x19.brokerlab.v1.TopicConfig\"\x97\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x11\n\tleader_id\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"\xf4\x01\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\x12\x13\n\x0bisr_changed\x18\x08 \x01(\x08\x12\x18\n\x10replicas_changed\x18\t \x01(\x08\x12\x16\n\x0eleader_changed\x18\n \x01(\x08\x12\x0e\n\x06reason\x18\x0b \x01(\t\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"V\n\x11ProducerIdsRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x18\n\x10next_producer_id\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62rokerlab/v1/metadata.proto\x12\x0c\x62rokerlab.v1\x1a\x19\x62rokerlab/v1/common.proto\"\xe2\x03\n\x0eMetadataRecord\x12=\n\x0fregister_broker\x18\x01 \x01(\x0b\x32\".brokerlab.v1.RegisterBrokerRecordH\x00\x12\x37\n\x0c\x66\x65nce_broker\x18\x02 \x01(\x0b\x32\x1f.brokerlab.v1.FenceBrokerRecordH\x00\x12;\n\x0eunfence_broker\x18\x03 \x01(\x0b\x32!.brokerlab.v1.UnfenceBrokerRecordH\x00\x12*\n\x05topic\x18\x04 \x01(\x0b\x32\x19.brokerlab.v1.TopicRecordH\x00\x12\x32\n\tpartition\x18\x05 \x01(\x0b\x32\x1d.brokerlab.v1.PartitionRecordH\x00\x12?\n\x10partition_change\x18\x06 \x01(\x0b\x32#.brokerlab.v1.PartitionChangeRecordH\x00\x12\x37\n\x0cremove_topic\x18\x07 \x01(\x0b\x32\x1f.brokerlab.v1.RemoveTopicRecordH\x00\x12\x37\n\x0cproducer_ids\x18\x08 \x01(\x0b\x32\x1f.brokerlab.v1.ProducerIdsRecordH\x00\x42\x08\n\x06record\"\xd2\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12(\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x16.brokerlab.v1.Endpoint\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x16\n\x0eincarnation_id\x18\x05 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x12\x31\n\x11\x65xternal_endpoint\x18\x07 \x01(\x0b\x32\x16.brokerlab.v1.Endpoint\"<\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\">\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"*\n\x0bTopicConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"Y\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12*\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32\x19.brokerlab.v1.TopicConfig\"\x97\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x11\n\tleader_id\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"\xf4\x01\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\x12\x13\n\x0bisr_changed\x18\x08 \x01(\x08\x12\x18\n\x10replicas_changed\x18\t \x01(\x08\x12\x16\n\x0eleader_changed\x18\n \x01(\x08\x12\x0e\n\x06reason\x18\x0b \x01(\t\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"V\n\x11ProducerIdsRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x18\n\x10next_producer_id\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METADATARECORD']._serialized_start=73
   _globals['_METADATARECORD']._serialized_end=555
   _globals['_REGISTERBROKERRECORD']._serialized_start=558
-  _globals['_REGISTERBROKERRECORD']._serialized_end=717
-  _globals['_FENCEBROKERRECORD']._serialized_start=719
-  _globals['_FENCEBROKERRECORD']._serialized_end=779
-  _globals['_UNFENCEBROKERRECORD']._serialized_start=781
-  _globals['_UNFENCEBROKERRECORD']._serialized_end=843
-  _globals['_TOPICCONFIG']._serialized_start=845
-  _globals['_TOPICCONFIG']._serialized_end=887
-  _globals['_TOPICRECORD']._serialized_start=889
-  _globals['_TOPICRECORD']._serialized_end=978
-  _globals['_PARTITIONRECORD']._serialized_start=981
-  _globals['_PARTITIONRECORD']._serialized_end=1132
-  _globals['_PARTITIONCHANGERECORD']._serialized_start=1135
-  _globals['_PARTITIONCHANGERECORD']._serialized_end=1379
-  _globals['_REMOVETOPICRECORD']._serialized_start=1381
-  _globals['_REMOVETOPICRECORD']._serialized_end=1418
-  _globals['_PRODUCERIDSRECORD']._serialized_start=1420
-  _globals['_PRODUCERIDSRECORD']._serialized_end=1506
+  _globals['_REGISTERBROKERRECORD']._serialized_end=768
+  _globals['_FENCEBROKERRECORD']._serialized_start=770
+  _globals['_FENCEBROKERRECORD']._serialized_end=830
+  _globals['_UNFENCEBROKERRECORD']._serialized_start=832
+  _globals['_UNFENCEBROKERRECORD']._serialized_end=894
+  _globals['_TOPICCONFIG']._serialized_start=896
+  _globals['_TOPICCONFIG']._serialized_end=938
+  _globals['_TOPICRECORD']._serialized_start=940
+  _globals['_TOPICRECORD']._serialized_end=1029
+  _globals['_PARTITIONRECORD']._serialized_start=1032
+  _globals['_PARTITIONRECORD']._serialized_end=1183
+  _globals['_PARTITIONCHANGERECORD']._serialized_start=1186
+  _globals['_PARTITIONCHANGERECORD']._serialized_end=1430
+  _globals['_REMOVETOPICRECORD']._serialized_start=1432
+  _globals['_REMOVETOPICRECORD']._serialized_end=1469
+  _globals['_PRODUCERIDSRECORD']._serialized_start=1471
+  _globals['_PRODUCERIDSRECORD']._serialized_end=1557
 # @@protoc_insertion_point(module_scope)
