@@ -103,6 +103,8 @@ def register_broker(state: ControllerState, request: RegisterBrokerRequest, next
         incarnation_id=request.incarnation_id,
         fenced=True,
     )
+    if request.HasField("external_endpoint"):  # optional second listener (docker-compose)
+        record.external_endpoint.CopyFrom(request.external_endpoint)
     result.records.append(MetadataRecord(register_broker=record))
     result.events.append(
         TraceEvent(
