@@ -8,7 +8,7 @@ from pathlib import Path
 
 from brokerlab.errors import ErrorCode
 from cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, parse_key_values
-from cli.output import print_json, table
+from cli.output import plural, print_json, table
 from lab.local_cluster import DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, STATE_FILE, LocalCluster
 
 
@@ -81,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = LocalCluster.plan(brokers=args.brokers, data_dir=args.data_dir, config=config, seed=args.seed)
     elapsed = cluster.start(timeout_s=args.timeout)
     cluster.write_pointer()
-    print(f"cluster up in {elapsed:.1f} s: controller + {len(cluster.brokers)} brokers, all healthy")
+    print(f"cluster up in {elapsed:.1f} s: controller + {plural(len(cluster.brokers), 'broker')}, all healthy")
     print()
     print(status_table(cluster))
     print()

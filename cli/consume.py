@@ -103,7 +103,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         offset = "earliest"
     bootstrap = bootstrap_of(args)
     count = asyncio.run(consume(bootstrap, args.topic, settings, lambda r: print(line_of(r)),
-                                partition=args.partition, offset=offset or "latest",
+                                partition=args.partition, offset="latest" if offset is None else offset,
                                 max_messages=args.max_messages, timeout_ms=args.timeout_ms))
     if args.max_messages is not None and count < args.max_messages:
         raise CliError(ErrorCode.REQUEST_TIMED_OUT,

@@ -31,6 +31,11 @@ def dumps(data: Any, indent: int = 0) -> str:
     return json.dumps(data, separators=(", ", ": "))
 
 
+def plural(count: int, noun: str) -> str:
+    """``plural(1, "record")`` -> "1 record"; ``plural(2, "record")`` -> "2 records"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def int_list(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in values) or "-"
 

@@ -30,6 +30,7 @@ from cli.common import (
     parse_key_values,
     print_error,
 )
+from cli.output import plural
 from cli.serde_args import add_serializer_arguments, serializer_of
 
 
@@ -108,7 +109,7 @@ def summarize(result: ProduceResult, topic: str, acks: str, quiet: bool = False)
     if not quiet:
         spread = ", ".join(f"p{p}: {n}" for p, n in sorted(result.partitions.items()))
         note = "sent without waiting (acks=0)" if acks == "0" else f"acknowledged (acks={acks})"
-        print(f"{result.acknowledged} records {note} to {topic}" + (f" [{spread}]" if spread and acks != "0" else ""))
+        print(f"{plural(result.acknowledged, 'record')} {note} to {topic}" + (f" [{spread}]" if spread and acks != "0" else ""))
     return EXIT_OK
 
 

@@ -142,3 +142,22 @@ def test_bench_produce_and_consume_report_rates_and_settings() -> None:
         asyncio.run(bench_consume(["h:1"], "orders", 10, 1, timeout_ms=30,
                                   consumer_factory=lambda b, **s: FakeConsumer(b, {0: records(0, 3)}, **s)))
     assert info.value.code == ErrorCode.REQUEST_TIMED_OUT
+
+
+def test_consume_command_passes_offset_zero_and_from_beginning(monkeypatch) -> None:
+    import cli.consume as consume_module
+    from cli import main as cli_main
+
+    calls = []
+
+    async def fake_consume(bootstrap, topic, settings, emit, **kwargs):
+        calls.append(kwargs)
+        return kwargs["max_messages"] or 0
+
+    monkeypatch.setattr(consume_module, "consume", fake_consume)
+    monkeypatch.setenv("BROKERLAB_BOOTSTRAP", "h:1")
+    assert cli_main.run(["consume", "t", "--partition", "2", "--offset", "0", "--max-messages", "1"]) == 0
+    assert cli_main.run(["consume", "t", "--from-beginning", "--max-messages", "1"]) == 0
+    assert cli_main.run(["consume", "t", "--max-messages", "1"]) == 0
+    assert [(c["partition"], c["offset"]) for c in calls] == [(2, 0), (None, "earliest"), (None, "latest")]
+    assert cli_main.run(["consume", "t", "--offset", "3"]) == 2  # --offset needs --partition

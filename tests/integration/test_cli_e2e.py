@@ -100,6 +100,11 @@ def test_topic_produce_consume_describe(cli_cluster) -> None:
     record = json.loads(as_json.stdout)
     assert set(record) == {"topic", "partition", "offset", "timestamp_ms", "key", "value", "headers"}
 
+    # k1:hello was the first line, so it is offset 0 of its partition (offset 0 is a real offset).
+    first = cli("consume", "orders", "--partition", str(k1[0][0]), "--offset", "0", "--max-messages", "1",
+                "--timeout-ms", "20000", "--format", "{offset} {key} {value}")
+    assert first.stdout.split() == ["0", "k1", "hello"], first.stderr
+
     described = cli("topic", "describe", "orders", "--json")
     assert described.returncode == 0, described.stderr
     topic = json.loads(described.stdout)["topics"][0]
