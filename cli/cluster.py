@@ -76,7 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster = LocalCluster.load(args.data_dir)
         if cluster.any_running():
             raise CliError(ErrorCode.INVALID_REQUEST, f"the cluster in {cluster.data_dir} is already running")
-        print(f"restarting the cluster in {cluster.data_dir} ({len(cluster.brokers)} brokers, same addresses)")
+        print(f"restarting the cluster in {cluster.data_dir} ({plural(len(cluster.brokers), 'broker')}, same addresses)")
     else:
         cluster = LocalCluster.plan(brokers=args.brokers, data_dir=args.data_dir, config=config, seed=args.seed)
     elapsed = cluster.start(timeout_s=args.timeout)
