@@ -2,13 +2,17 @@
 
     python -m node --broker-id N --listen HOST:PORT [--advertised-listener HOST:PORT]
         --controller HOST:PORT --data-dir DIR [--rack R] [--config-file F] [--config k=v ...]
+        [--external-listener HOST:PORT [--advertised-external-listener HOST:PORT]
+         [--external-controller HOST:PORT]]
 
 Wires the real adapters around the sans-IO BrokerCore: OsDisk under the data directory, the
 LogManager (start-up recovery), the asyncio CoreDriver, the gRPC server (BrokerService, health,
-reflection) and the transport to the controller. Every trace event becomes one logfmt line on
-stderr. Health says NOT_SERVING until the core is ready (registered, unfenced, caught up with
-the metadata journal), then SERVING. SIGTERM/SIGINT: stop serving, close the logs (writing the
-clean-shutdown marker), exit 0. Bad flags or configuration: one line on stderr, exit 2.
+reflection) and the transport to the controller; optionally a second, external listener for
+clients outside the brokers' network (node/rpc/external_listener.py, used by docker-compose).
+Every trace event becomes one logfmt line on stderr. Health says NOT_SERVING until the core
+is ready (registered, unfenced, caught up with the metadata journal), then SERVING.
+SIGTERM/SIGINT: stop serving, close the logs (writing the clean-shutdown marker), exit 0. Bad
+flags or configuration: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import signal
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from brokerlab.config import ConfigError, parse_pairs, read_properties
@@ -31,6 +36,7 @@ from brokerlab.sansio import TraceEvent
 from node.broker import BrokerCore
 from node.config import BrokerConfig, parse_endpoint
 from node.log.manager import LogManager
+from node.rpc.external_listener import ExternalListener, external_endpoints
 from node.rpc.servicer import SERVICE_NAME, add_broker_service
 from node.rpc.transport import BrokerTransport
 
@@ -58,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rack", default="")
     parser.add_argument("--config-file", help="Kafka-style properties file")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--external-listener", metavar="HOST:PORT",
+                        help="a second listener for clients outside the brokers' network (Kafka's EXTERNAL)")
+    parser.add_argument("--advertised-external-listener", metavar="HOST:PORT",
+                        help="HOST:PORT those clients use for this broker (default: --external-listener)")
+    parser.add_argument("--external-controller", metavar="HOST:PORT",
+                        help="HOST:PORT those clients use for the controller (default: --controller)")
     return parser.parse_args(argv)
 
 
@@ -74,6 +86,13 @@ def build_config(args: argparse.Namespace) -> BrokerConfig:
     parse_endpoint(args.listen, allow_any_port=True)
     if args.advertised_listener:
         parse_endpoint(args.advertised_listener)
+    if args.external_listener:
+        parse_endpoint(args.external_listener, allow_any_port=True)
+    elif args.advertised_external_listener or args.external_controller:
+        raise ConfigError("--advertised-external-listener and --external-controller need --external-listener")
+    for text in (args.advertised_external_listener, args.external_controller):
+        if text:
+            parse_endpoint(text)
     raw["broker.id"] = str(args.broker_id)
     raw["controller.quorum.bootstrap.servers"] = args.controller
     raw["log.dirs"] = str(Path(args.data_dir).resolve())
@@ -94,6 +113,15 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
         advertised = parse_endpoint(args.advertised_listener)
     else:
         advertised = (listen_host, port)
+    external = None
+    if args.external_listener:
+        external_advertised = args.advertised_external_listener
+        try:
+            external = ExternalListener(args.external_listener,
+                                        parse_endpoint(external_advertised) if external_advertised else None)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {args.external_listener}: {exc}") from None
+        config = replace(config, external_endpoint=external.advertised)
 
     log_manager = LogManager(OsDisk(args.data_dir), config.log_config, wall_clock_ms())
     for event in log_manager.recovery_events:
@@ -118,13 +146,26 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
             task = loop.create_task(set_serving(health, [SERVICE_NAME], serving))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            if external is not None:
+                task = loop.create_task(external.set_serving(serving))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
     driver = CoreDriver(core, core.node, transport, on_event=on_event)
     add_broker_service(server, driver)
     await set_serving(health, [SERVICE_NAME], False)
     await server.start()
+    extra = {}
+    if external is not None:  # answers carry the external endpoints (node/rpc/external_listener.py)
+        external_controller = parse_endpoint(args.external_controller) if args.external_controller else None
+        external.attach(driver, lambda: external_endpoints(core.image, config.controller_endpoint,
+                                                           external_controller))
+        await external.start()
+        extra = {"external_listen": external.listen,
+                 "external_advertised": f"{external.advertised[0]}:{external.advertised[1]}"}
     events.emit("BrokerStarted", listen=f"{listen_host}:{port}", advertised=f"{advertised[0]}:{advertised[1]}",
-                controller=args.controller, data_dir=config.log_dirs, rack=args.rack, incarnation_id=incarnation_id)
+                controller=args.controller, data_dir=config.log_dirs, rack=args.rack, incarnation_id=incarnation_id,
+                **extra)
 
     stop = asyncio.Event()
     received: list[str] = []
@@ -140,7 +181,9 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
 
     events.emit("BrokerStopping", signal=received[0])
     await set_serving(health, [SERVICE_NAME], False)
-    await server.stop(SHUTDOWN_GRACE_S)
+    if external is not None:
+        await external.set_serving(False)
+    await asyncio.gather(server.stop(SHUTDOWN_GRACE_S), *([external.stop(SHUTDOWN_GRACE_S)] if external else []))
     await driver.close()
     await transport.close()
     if tasks:

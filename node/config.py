@@ -77,6 +77,9 @@ class BrokerConfig:
     replica_fetch_max_bytes: int = 1024 * 1024
     replica_lag_time_max_ms: int = 3000
     log_config: LogConfig = field(default_factory=LogConfig)
+    # Advertised endpoint of the optional external listener (--advertised-external-listener):
+    # registered with the controller so every broker can answer outside clients (docker-compose).
+    external_endpoint: tuple[str, int] | None = None
 
     @classmethod
     def from_values(cls, raw: Mapping[str, Any]) -> "BrokerConfig":

@@ -130,12 +130,16 @@ class BrokerLifecycle:
         inflight = self._inflight
         if self.state is BrokerState.STARTING:
             if inflight["RegisterBroker"] is None and now_ms >= self._register_due_ms:
-                self._send(fx, "RegisterBroker", controller_pb2.RegisterBrokerRequest(
+                request = controller_pb2.RegisterBrokerRequest(
                     broker_id=self.broker_id,
                     endpoint=common_pb2.Endpoint(host=self.endpoint[0], port=self.endpoint[1]),
                     rack=self.rack,
                     incarnation_id=self.incarnation_id,
-                ))
+                )
+                if self.config.external_endpoint is not None:
+                    host, port = self.config.external_endpoint
+                    request.external_endpoint.CopyFrom(common_pb2.Endpoint(host=host, port=port))
+                self._send(fx, "RegisterBroker", request)
         elif inflight["BrokerHeartbeat"] is None and now_ms >= self._heartbeat_due_ms:
             self._heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms
             self._send(fx, "BrokerHeartbeat", controller_pb2.BrokerHeartbeatRequest(

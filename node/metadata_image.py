@@ -25,6 +25,9 @@ class BrokerImage:
     rack: str = ""
     incarnation_id: str = ""
     fenced: bool = True
+    # The optional external listener ("" / 0: none), for clients outside the brokers' network.
+    external_host: str = ""
+    external_port: int = 0
 
     def describe(self) -> common_pb2.BrokerDescription:
         return common_pb2.BrokerDescription(
@@ -97,6 +100,8 @@ class MetadataImage:
             rec.rack,
             rec.incarnation_id,
             rec.fenced,
+            rec.external_endpoint.host,
+            rec.external_endpoint.port,
         )
 
     def _set_fenced(self, broker_id: int, broker_epoch: int, fenced: bool) -> None:
