@@ -40,7 +40,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    """Narrate; a closed stdout (``brokerlab demo | head``) must not skip stopping the cluster."""
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: stdout already closed
+        pass
 
 
 def step(number: int, text: str) -> None:
@@ -69,9 +73,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         # A second Ctrl-C must not leave nodes behind: ignore it while stopping.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        step(6, "Stopping the cluster (SIGTERM, clean shutdown) ...")
-        cluster.stop()
-        signal.signal(signal.SIGINT, previous)
+        try:
+            step(6, "Stopping the cluster (SIGTERM, clean shutdown) ...")
+        finally:
+            cluster.stop()
+            signal.signal(signal.SIGINT, previous)
         left = [node.name for node in cluster.nodes if pid_alive(node.pid)]
         say(f"      stopped; processes left behind: {', '.join(left) if left else 'none'}")
         if (ok or interrupted) and not args.keep:

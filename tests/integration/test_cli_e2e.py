@@ -151,3 +151,22 @@ def test_demo_runs_start_to_finish(tmp_path: Path) -> None:
     assert "9 of 9 records read back" in result.stdout
     assert "processes left behind: none" in result.stdout
     assert "LOG_END_OFFSET" in result.stdout
+
+
+def test_demo_with_a_closed_stdout_still_stops_its_cluster(tmp_path: Path) -> None:
+    """`brokerlab demo | head -3`: the reader leaves early; no node may outlive the demo."""
+    cli = Cli(tmp_path)
+    process = subprocess.Popen([*brokerlab_command(), "demo"], cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines = [process.stdout.readline() for _ in range(3)]
+    process.stdout.close()
+    process.wait(timeout=60)
+    data_dir = lines[2].split("(data in ", 1)[1].split(")", 1)[0]
+    leftovers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if data_dir in cmdline.read_bytes().decode(errors="replace"):
+                leftovers.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert not leftovers, f"processes of {data_dir} left running: {leftovers}"
