@@ -228,14 +228,22 @@ class RecordAccumulator:
         )
 
     def drain(
-        self, now_ms: int, leader_for: Callable[[TopicPartition], "int | None"]
+        self,
+        now_ms: int,
+        leader_for: Callable[[TopicPartition], "int | None"],
+        leader_epoch_for: Callable[[TopicPartition], int] | None = None,
     ) -> tuple[dict[int, list[ProducerBatch]], bool]:
         """Take the ready batches whose leader can take another request.
 
-        Returns ``({broker_id: [batch, ...]}, leader_unknown)``: one list per request to send,
-        and whether some ready batch has no known leader (the caller should refresh metadata).
+        Returns ``({broker_id: [batch, ...]}, metadata_wanted)``: one list per request to send,
+        and whether the caller should refresh metadata: some ready batch has no known leader, or
+        a batch backs off after a leader error and metadata does not show a new leader yet.
         Each returned list counts as one request in flight for its broker until
         :meth:`request_done`.
+
+        ``leader_epoch_for`` (the metadata's leader epoch, -1 unknown) lets a batch that failed
+        because its leader moved skip the rest of its backoff once a newer leader epoch is
+        known, as Kafka 3.7 does (KIP-951); it is also stamped on each batch taken.
 
         A first pass takes the first ready batch of each partition, starting one partition
         further each time (Kafka's fair drain). Unlike Kafka, a second pass then tops each
@@ -265,7 +273,11 @@ class RecordAccumulator:
                 continue
             batch = dq[0]
             if not self._sendable(batch, len(dq), now_ms):
-                continue
+                if not batch.awaiting_leader_change:
+                    continue
+                if leader_epoch_for is None or not self._leader_moved(pq, leader_epoch_for(pq.tp)):
+                    leader_unknown = True  # keep looking for the new leader while backing off
+                    continue
             if self._guarantee_order and pq.in_flight:
                 continue
             leader = leader_for(pq.tp)
@@ -300,10 +312,24 @@ class RecordAccumulator:
             batches = [self._take(pq) for pq, _ in plan]
             for pq, taken in plan:
                 batches.extend(self._take(pq) for _ in range(taken - 1))
+            if leader_epoch_for is not None:
+                for batch in batches:
+                    batch.leader_epoch = leader_epoch_for(batch.tp)
             requests[leader] = batches
             in_flight[leader] = in_flight.get(leader, 0) + 1
         self._drain_start = start + 1
         return requests, leader_unknown
+
+    @staticmethod
+    def _leader_moved(pq: PartitionQueue, epoch: int) -> bool:
+        """A newer leader epoch is known: the batches that failed on the old leader go now."""
+        if epoch < 0 or epoch <= pq.batches[0].leader_epoch:
+            return False
+        for batch in pq.batches:
+            if batch.awaiting_leader_change and batch.leader_epoch < epoch:
+                batch.retry_at_ms = 0
+                batch.awaiting_leader_change = False
+        return True
 
     @staticmethod
     def _take(pq: PartitionQueue) -> ProducerBatch:
@@ -311,6 +337,7 @@ class RecordAccumulator:
         batch.build()
         batch.in_flight = True
         batch.retry_at_ms = 0
+        batch.awaiting_leader_change = False
         batch.attempts += 1
         pq.in_flight += 1
         return batch
@@ -380,13 +407,19 @@ class RecordAccumulator:
             backoff = int(backoff * (0.8 + 0.4 * self._random.random()))
         return max(backoff, 1)
 
-    def reenqueue(self, batch: ProducerBatch, now_ms: int) -> None:
-        """Put a batch that failed retriably back, in creation order, due after its backoff."""
+    def reenqueue(self, batch: ProducerBatch, now_ms: int, leader_moved: bool = False) -> None:
+        """Put a batch that failed retriably back, in creation order, due after its backoff.
+
+        ``leader_moved``: the error says the leader may have changed (NOT_LEADER_OR_FOLLOWER,
+        FENCED_LEADER_EPOCH, an unreachable broker...); the backoff ends early once metadata
+        shows a newer leader epoch than the one the batch was sent to (see :meth:`drain`).
+        """
         pq = self.queue(*batch.tp)
         if batch.in_flight:
             batch.in_flight = False
             pq.in_flight -= 1
         batch.retry_at_ms = now_ms + self.backoff_ms(batch.attempts)
+        batch.awaiting_leader_change = leader_moved
         dq = pq.batches
         # Retried batches sit at the front; insert before the first younger batch.
         index = 0
@@ -412,16 +445,25 @@ class RecordAccumulator:
                 batch = dq.popleft()
                 batch.full = True
                 elapsed = now_ms - batch.created_ms
-                self.fail(
-                    batch,
-                    KafkaError(
-                        ErrorCode.REQUEST_TIMED_OUT,
-                        f"expiring {batch.record_count} record(s) for {pq.tp}: {elapsed} ms has "
-                        f"passed since batch creation (delivery.timeout.ms={self.delivery_timeout_ms})",
-                    ),
-                )
+                message = (f"expiring {batch.record_count} record(s) for {pq.tp}: {elapsed} ms has "
+                           f"passed since batch creation (delivery.timeout.ms={self.delivery_timeout_ms})")
+                self.fail(batch, self.expiry_error(batch, message))
                 expired.append(batch)
         return expired
+
+    @staticmethod
+    def expiry_error(batch: ProducerBatch, message: str) -> KafkaError:
+        """The error a batch fails with when its delivery timeout ends its retries.
+
+        Kafka reports a TimeoutException (REQUEST_TIMED_OUT) here. brokerlab reports the code of
+        the last failed attempt when there was one, so a send refused by NOT_ENOUGH_REPLICAS
+        until the timeout fails with NOT_ENOUGH_REPLICAS; a batch never tried (no leader, say)
+        still fails with REQUEST_TIMED_OUT.
+        """
+        last = batch.last_error
+        if last is None:
+            return KafkaError(ErrorCode.REQUEST_TIMED_OUT, message)
+        return KafkaError(last.code, f"{message}; last error: {last}")
 
     def abort_all(self, error: KafkaError) -> list[ProducerBatch]:
         """Fail every incomplete batch, queued or in flight (a forced close)."""

@@ -44,6 +44,9 @@ class ProducerBatch:
         "attempts",
         "retry_at_ms",
         "in_flight",
+        "leader_epoch",
+        "awaiting_leader_change",
+        "last_error",
         "payload",
         "producer_id",
         "producer_epoch",
@@ -73,6 +76,13 @@ class ProducerBatch:
         self.attempts = 0
         self.retry_at_ms = 0
         self.in_flight = False
+        # The leader epoch (from metadata) of the last attempt's leader, -1 when unknown. A batch
+        # that failed because the leader may have moved retries without backoff once metadata
+        # shows a newer epoch (Kafka 3.7, KIP-951).
+        self.leader_epoch = -1
+        self.awaiting_leader_change = False
+        # The error of the last failed attempt: reported if the delivery timeout ends the retries.
+        self.last_error: KafkaError | None = None
         self.payload: bytes | None = None
         # Idempotence (a later issue) fills these in before the first send.
         self.producer_id = NO_PRODUCER_ID

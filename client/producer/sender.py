@@ -10,6 +10,23 @@ batches complete with offset -1 as soon as they are sent and the answer is not l
 The caller executes the sends (gRPC in real mode, the simulated network in tests), hands back
 each answer as a response envelope (``transport_error`` set when the call failed) and runs the
 metadata refresh that the core asks for through ``metadata.request_update()``.
+
+Failover (the retriable/fatal split is ``brokerlab.errors.RETRIABLE``, REFERENCE.md's table):
+
+- NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, LEADER_NOT_AVAILABLE,
+  UNKNOWN_TOPIC_OR_PARTITION, NETWORK_EXCEPTION and a failed call (UNAVAILABLE, a broken
+  connection, a deadline): metadata is refreshed at once, the batch backs off exponentially
+  (``retry.backoff.ms`` doubling up to ``retry.backoff.max.ms``, +-20 % jitter from the
+  accumulator's injected Random), and metadata keeps being refreshed (the facade limits it to
+  one per ``retry.backoff.ms``) until it names a newer leader epoch, when the batch goes at
+  once (Kafka 3.7, KIP-951).
+- NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT and other retriable
+  codes: retried with backoff, no refresh, until ``delivery.timeout.ms``; the final failure
+  carries the last code.
+- Ordering: retried batches go back in creation order before anything newer of their
+  partition. With ``max.in.flight.requests.per.connection=1`` order holds across retries and
+  leader moves; with more in flight and no idempotence a retried batch can land after a later
+  one, as in Kafka (idempotent producers, a later issue, close that gap).
 """
 
 from __future__ import annotations
@@ -56,6 +73,8 @@ class LeaderLookup(Protocol):
     """What the sender needs of ``client.metadata.MetadataCache``."""
 
     def leader_for(self, tp: TopicPartition) -> int | None: ...
+
+    def leader_epoch_for(self, tp: TopicPartition) -> int: ...
 
     def request_update(self) -> None: ...
 
@@ -107,8 +126,8 @@ class SenderCore:
         for batch in acc.expire(now_ms):
             effects.event("BatchExpired", topic=batch.tp.topic, partition=batch.tp.partition,
                           record_count=batch.record_count)
-        requests, leader_unknown = acc.drain(now_ms, self.metadata.leader_for)
-        if leader_unknown:
+        requests, metadata_wanted = acc.drain(now_ms, self.metadata.leader_for, self.metadata.leader_epoch_for)
+        if metadata_wanted:
             self.metadata.request_update()
         for broker_id, batches in requests.items():
             effects.send(self._produce_request(broker_id, batches, now_ms))
@@ -205,21 +224,32 @@ class SenderCore:
         if self.acks == 0:
             return
         code = classify_transport_error(reason)
-        # A broker we cannot reach may no longer be the leader (Kafka refreshes on disconnect).
+        # A broker we cannot reach (killed, paused, restarting) may no longer be the leader:
+        # refresh at once, as Kafka does on a disconnect, and retry as soon as a new leader shows.
         self.metadata.request_update()
         for group in request.batches.values():
             for batch in group:
                 if not batch.done:
-                    self._on_partition_error(batch, code, reason, now_ms, effects)
+                    self._on_partition_error(batch, code, reason, now_ms, effects, leader_moved=True)
 
-    def _on_partition_error(self, batch: ProducerBatch, code: int, message: str, now_ms: int, effects: Effects) -> None:
+    def _on_partition_error(
+        self, batch: ProducerBatch, code: int, message: str, now_ms: int, effects: Effects,
+        leader_moved: bool = False,
+    ) -> None:
+        """Retry a retriable error inside delivery.timeout.ms, fail anything else.
+
+        NOT_ENOUGH_REPLICAS(_AFTER_APPEND) are retriable (Kafka's RetriableException): the
+        batch is retried with backoff until the delivery timeout, and then fails with that code.
+        """
         acc = self.accumulator
         tp = batch.tp
         if is_retriable(code):
-            if code in REFRESH_METADATA:
+            refresh = code in REFRESH_METADATA
+            if refresh:
                 self.metadata.request_update()
+            batch.last_error = KafkaError(code, message or error_name(code))
             if not acc.delivery_deadline_passed(batch, now_ms):
-                acc.reenqueue(batch, now_ms)
+                acc.reenqueue(batch, now_ms, leader_moved=leader_moved or refresh)
                 effects.event("ProduceRetried", topic=tp.topic, partition=tp.partition,
                               error=error_name(code), attempts=batch.attempts)
                 return

@@ -32,6 +32,15 @@ _STATUS_TO_ERROR = {
     grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNKNOWN_SERVER_ERROR,
 }
 _MAX_DETAIL_CHARS = 200
+# A Metadata call silent this long gets a second one to the next candidate (first answer wins).
+METADATA_HEDGE_MS = 250
+# A broker whose Metadata call failed goes to the end of the candidates for this long.
+FAILED_ADDRESS_MEMORY_MS = 5_000
+
+
+def _ignore_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so an abandoned hedge logs nothing
 
 
 def grpc_error_to_kafka(error: grpc.aio.AioRpcError, rpc: str, address: str) -> KafkaError:
@@ -73,6 +82,7 @@ class ClusterLink:
         self._controller_stubs: dict[str, ControllerServiceStub] = {}
         self._refreshes: dict[tuple[str, ...] | None, asyncio.Future] = {}
         self._next_broker = 0  # rotates the first broker asked for metadata
+        self._failed_at: dict[str, int] = {}  # address -> when a Metadata call to it last failed
         self._closed = False
 
     @staticmethod
@@ -190,24 +200,47 @@ class ClusterLink:
             await self.refresh_metadata(topics)
 
     def _metadata_candidates(self) -> list[str]:
+        """Known brokers (rotating the first), then bootstrap; recently failed ones go last."""
         known = list(self.cache.brokers().values())
         if known:
             start = self._next_broker % len(known)
             self._next_broker += 1
             known = known[start:] + known[:start]
-        return list(dict.fromkeys(known + self.bootstrap))
+        candidates = list(dict.fromkeys(known + self.bootstrap))
+        now_ms = self.now_ms()
+        failed = {a for a, at in self._failed_at.items() if now_ms - at < FAILED_ADDRESS_MEMORY_MS}
+        return [a for a in candidates if a not in failed] + [a for a in candidates if a in failed]
 
     async def _refresh(self, topics: tuple[str, ...] | None) -> broker_pb2.MetadataResponse:
+        """Ask candidates one after another, hedged: one that is silent for METADATA_HEDGE_MS
+        (a paused broker accepts the call and never answers) gets company from the next, and the
+        first answer wins. Kafka picks its least loaded node for the same reason."""
         request = broker_pb2.MetadataRequest(topics=list(topics or ()))
-        errors = []
-        for address in self._metadata_candidates():
-            try:
-                response = await self.call_broker_at(address, "Metadata", request)
-            except KafkaError as exc:
-                errors.append(exc.message)
-                continue
-            self.cache.update(response, self.now_ms(), full=topics is None)
-            return response
+        errors: list[str] = []
+        pending: dict[asyncio.Task, str] = {}
+        candidates = self._metadata_candidates()
+        try:
+            while candidates or pending:
+                if candidates:
+                    address = candidates.pop(0)
+                    task = asyncio.ensure_future(self.call_broker_at(address, "Metadata", request))
+                    pending[task] = address
+                hedge_s = METADATA_HEDGE_MS / 1000 if candidates else None
+                done, _ = await asyncio.wait(pending, timeout=hedge_s, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    address = pending.pop(task)
+                    exc = task.exception() if not task.cancelled() else KafkaError(ErrorCode.NETWORK_EXCEPTION, "cancelled")
+                    if exc is None:
+                        self._failed_at.pop(address, None)
+                        response = task.result()
+                        self.cache.update(response, self.now_ms(), full=topics is None)
+                        return response
+                    self._failed_at[address] = self.now_ms()
+                    errors.append(exc.message if isinstance(exc, KafkaError) else repr(exc))
+        finally:
+            for task in pending:
+                task.cancel()
+                task.add_done_callback(_ignore_outcome)
         raise KafkaError(
             ErrorCode.NETWORK_EXCEPTION,
             f"no broker answered Metadata; last error: {errors[-1] if errors else 'no address to try'}",

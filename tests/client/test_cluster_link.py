@@ -125,3 +125,27 @@ def test_a_dead_broker_maps_to_network_exception_and_asks_for_a_refresh():
             await cluster.stop()
 
     run(scenario())
+
+
+def test_a_silent_broker_does_not_hold_up_a_metadata_refresh():
+    """A paused broker (SIGSTOP) accepts connections and never answers: the refresh is hedged."""
+
+    async def scenario():
+        cluster = await FakeCluster(1).start()
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever answers
+        silent_address = f"127.0.0.1:{silent.getsockname()[1]}"
+        link = ClusterLink([silent_address, cluster.address(1)], request_timeout_ms=30_000)
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            response = await link.refresh_metadata()
+            assert response.cluster_id == "fake-cluster"
+            assert loop.time() - started < 5  # not request.timeout.ms
+        finally:
+            await link.close()
+            silent.close()
+            await cluster.stop()
+
+    run(scenario())

@@ -93,3 +93,35 @@ def test_sync_producer_over_grpc() -> None:
         servers.run(cluster.stop())
     finally:
         servers.stop()
+
+
+def test_producer_keeps_refreshing_while_its_leader_is_down_and_retries_on_the_new_one() -> None:
+    """Broker 1 dies; metadata names it for a while, then broker 2 at a newer epoch."""
+
+    async def scenario():
+        cluster = await ProducingCluster(2).start()
+        try:
+            cluster.state.create_topic("orders", 1, [1])
+            async with Producer(cluster.bootstrap, retry_backoff_ms=50, retry_backoff_max_ms=5_000,
+                                linger_ms=0, request_timeout_ms=2_000) as producer:
+                assert (await (await producer.send("orders", b"before"))).offset == 0
+                await cluster.stop_broker(1)
+                pending = [await producer.send("orders", b"during-%d" % i) for i in range(5)]
+                calls = len(cluster.state.calls)
+                # Metadata keeps being asked for while the leader is unreachable ...
+                while sum(1 for _, rpc in cluster.state.calls[calls:] if rpc == "Metadata") < 20:
+                    await asyncio.sleep(0.01)
+                assert not any(h.done() for h in pending)
+                cluster.state.move_leader("orders", 0, 2)  # ... until it names the new leader
+                loop = asyncio.get_running_loop()
+                moved_at = loop.time()
+                results = [await h for h in pending]
+                # ~1 s down: the next scheduled retry is 0.5-2 s away (50, 100, ... 1600 ms backoff);
+                # a newer leader epoch ends the backoff at the next refresh (KIP-951).
+                return results, loop.time() - moved_at
+        finally:
+            await cluster.stop()
+
+    results, delay_s = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert [r.offset for r in results] == [1, 2, 3, 4, 5]
+    assert delay_s < 0.4

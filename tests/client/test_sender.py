@@ -15,10 +15,18 @@ from client.producer.sender import SenderCore, classify_transport_error, parse_a
 class FakeMetadata:
     def __init__(self, leaders: dict[TopicPartition, int]) -> None:
         self.leaders = dict(leaders)
+        self.epochs: dict[TopicPartition, int] = {tp: 0 for tp in leaders}
         self.update_requests = 0
 
     def leader_for(self, tp: TopicPartition) -> int | None:
         return self.leaders.get(tp)
+
+    def leader_epoch_for(self, tp: TopicPartition) -> int:
+        return self.epochs.get(tp, -1)
+
+    def move(self, tp: TopicPartition, leader: int) -> None:
+        self.leaders[tp] = leader
+        self.epochs[tp] = self.epochs.get(tp, -1) + 1
 
     def request_update(self) -> None:
         self.update_requests += 1
