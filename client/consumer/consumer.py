@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any, Callable, Iterable
 
 from brokerlab.driver import CoreDriver
@@ -73,11 +74,12 @@ class Consumer:
             fetch_max_bytes=fetch_max_bytes,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=self.retry_backoff_max_ms,
             check_crcs=check_crcs,
             key_deserializer=resolve_deserializer(key_deserializer),
             value_deserializer=resolve_deserializer(value_deserializer),
         )
-        self._core = FetchCore(config, self._link.cache, node=f"client-{self.client_id}")
+        self._core = FetchCore(config, self._link.cache, node=f"client-{self.client_id}", random=random.Random())
         self._driver: CoreDriver | None = None
         self._runner: asyncio.Task | None = None
         self._changed: asyncio.Event | None = None  # the core reported something (poll waits on it)

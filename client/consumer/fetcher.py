@@ -12,15 +12,21 @@ partition before the next is sent).
 
 Every seek or reset bumps the partition's ``generation``; fetched data and offset answers made
 for an older generation are dropped, so an in-flight fetch can never undo a seek.
+
+Failover: every Fetch, ListOffsets and OffsetForLeaderEpoch carries ``current_leader_epoch``
+from metadata (-1 when unknown). NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
+UNKNOWN_LEADER_EPOCH, LEADER_NOT_AVAILABLE and failed calls refresh metadata at once and back
+off exponentially (``retry.backoff.ms`` .. ``retry.backoff.max.ms``, jitter from the injected
+Random), ending the backoff as soon as metadata names a newer leader epoch. The position is
+never moved by a leader change; it is validated against the new leader (validation.py, KIP-320)
+and only moved back if that leader's log diverges before it.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Iterable
 
 import crc32c
 
@@ -32,133 +38,64 @@ from brokerlab.record_batch import (
     decode_batch_columns,
     iter_headers,
 )
-from brokerlab.sansio import Effects, Envelope, RequestIds
+from brokerlab.sansio import Effects, Envelope, Random, RequestIds
 from brokerlab.v1 import broker_pb2
+from client.consumer.fetch_state import (  # noqa: F401  (re-exported)
+    AUTO_OFFSET_RESET_CHOICES,
+    TRANSITIONS,
+    FetchConfig,
+    FetchState,
+    PartitionState,
+)
 from client.consumer.records import ConsumerRecord, build_records
+from client.consumer.validation import PositionValidation, _Sent
 from client.metadata import MetadataCache
 
 EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
 LATEST_TIMESTAMP = -1  # ListOffsets: the high watermark
 RESET_TIMESTAMPS = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP}
-AUTO_OFFSET_RESET_CHOICES = ("earliest", "latest", "none")
 CONSUMER_REPLICA_ID = -1
 
 
-@dataclass(frozen=True)
-class FetchConfig:
-    """Kafka's consumer fetch settings (same names and defaults)."""
-
-    auto_offset_reset: str = "latest"
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 500
-    fetch_max_bytes: int = 50 * 1024 * 1024
-    max_partition_fetch_bytes: int = 1024 * 1024
-    retry_backoff_ms: int = 100
-    check_crcs: bool = True
-    key_deserializer: Callable[[Any], Any] | None = None
-    value_deserializer: Callable[[Any], Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.auto_offset_reset not in AUTO_OFFSET_RESET_CHOICES:
-            raise ValueError(
-                f"auto.offset.reset must be one of {', '.join(AUTO_OFFSET_RESET_CHOICES)}, "
-                f"not {self.auto_offset_reset!r}"
-            )
-        for name in ("fetch_max_bytes", "max_partition_fetch_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.fetch_min_bytes < 0 or self.fetch_max_wait_ms < 0 or self.retry_backoff_ms < 0:
-            raise ValueError("fetch_min_bytes, fetch_max_wait_ms and retry_backoff_ms must not be negative")
-
-
-class FetchState(enum.Enum):
-    """Where a partition stands.
-
-    - AWAITING_RESET: no usable position; a ListOffsets (earliest or latest) will set one.
-    - FETCHING: has a position; fetched from its leader whenever buffer room allows.
-    - FAILED: OFFSET_OUT_OF_RANGE (or no position) with auto.offset.reset=none; poll raises
-      until the application seeks.
-    """
-
-    AWAITING_RESET = "awaiting_reset"
-    FETCHING = "fetching"
-    FAILED = "failed"
-
-
-# (from, to) pairs that may happen; anything else is a bug.
-TRANSITIONS = {
-    (FetchState.AWAITING_RESET, FetchState.FETCHING),  # ListOffsets answered, or seek
-    (FetchState.AWAITING_RESET, FetchState.AWAITING_RESET),  # seek_to_* again
-    (FetchState.FETCHING, FetchState.FETCHING),  # seek
-    (FetchState.FETCHING, FetchState.AWAITING_RESET),  # out of range with a reset policy, seek_to_*
-    (FetchState.FETCHING, FetchState.FAILED),  # out of range with auto.offset.reset=none
-    (FetchState.FAILED, FetchState.FETCHING),  # seek
-    (FetchState.FAILED, FetchState.AWAITING_RESET),  # seek_to_*
-}
-
-
-class _Partition:
-    __slots__ = (
-        "tp", "state", "position", "fetch_offset", "reset_strategy", "generation", "error",
-        "buffered_bytes", "backoff_until_ms", "metadata_needed", "in_flight",
-        "high_watermark", "log_start_offset",
-    )  # fmt: skip
-
-    def __init__(self, tp: TopicPartition) -> None:
-        self.tp = tp
-        self.state = FetchState.AWAITING_RESET
-        self.position: int | None = None
-        self.fetch_offset: int | None = None
-        self.reset_strategy: str | None = None
-        self.generation = 0
-        self.error: KafkaError | None = None
-        self.buffered_bytes = 0
-        self.backoff_until_ms = 0
-        self.metadata_needed = 0  # fetch again only once metadata.update_count reaches this
-        self.in_flight = False  # part of an outstanding Fetch or ListOffsets
-        self.high_watermark = -1
-        self.log_start_offset = -1
-
-    def move_to(self, state: FetchState, generation: int) -> None:
-        if (self.state, state) not in TRANSITIONS:
-            raise AssertionError(f"{self.tp}: no transition {self.state.name} -> {state.name}")
-        self.state = state
-        self.generation = generation  # whatever is buffered or in flight belongs to the old one
-        self.buffered_bytes = 0
-        self.error = None
-        self.backoff_until_ms = 0
-
-
+def _transport_code(reason: str) -> int:
+    """The Kafka code a failed call's reason starts with (``"INVALID_REQUEST: ..."``), else
+    NETWORK_EXCEPTION."""
+    member = ErrorCode.__members__.get(reason.split(":", 1)[0].strip().upper())
+    return ErrorCode.NETWORK_EXCEPTION if member is None or member == ErrorCode.NONE else member
 class _Chunk:
     """One decoded batch (or its tail) waiting to be polled."""
 
-    __slots__ = ("tp", "generation", "columns", "cursor", "size_bytes")
+    __slots__ = ("tp", "generation", "columns", "cursor", "size_bytes", "leader_epoch")
 
-    def __init__(self, tp: TopicPartition, generation: int, columns: RecordColumns, size_bytes: int) -> None:
+    def __init__(
+        self, tp: TopicPartition, generation: int, columns: RecordColumns, size_bytes: int, leader_epoch: int
+    ) -> None:
         self.tp = tp
         self.generation = generation
         self.columns = columns
         self.cursor = 0
         self.size_bytes = size_bytes
+        self.leader_epoch = leader_epoch  # the batch's partition leader epoch
 
 
-class _Sent(NamedTuple):
-    broker_id: int
-    partitions: dict[TopicPartition, tuple[int, int]]  # tp -> (generation, fetch_offset or timestamp)
-
-
-class FetchCore:
-    def __init__(self, config: FetchConfig, metadata: MetadataCache, node: str = "client-consumer") -> None:
+class FetchCore(PositionValidation):
+    def __init__(
+        self, config: FetchConfig, metadata: MetadataCache, node: str = "client-consumer",
+        random: Random | None = None,
+    ) -> None:
         self.config = config
         self.metadata = metadata
         self.node = node
-        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._random = random  # backoff jitter
+        self._partitions: dict[TopicPartition, PartitionState] = {}
         self._completed: deque[_Chunk] = deque()
         self._buffered_bytes = 0
         self._fetches: dict[int, _Sent] = {}  # request id -> what it asked
         self._list_offsets: dict[int, _Sent] = {}
+        self._validations: dict[int, _Sent] = {}
         self._fetching_brokers: set[int] = set()
         self._listing_brokers: set[int] = set()
+        self._validating_brokers: set[int] = set()
         self._errors: deque[Exception] = deque()  # raised by the next polls, once each
         self._ids = RequestIds()
         # Generations come from one counter so a partition unassigned and assigned again never
@@ -176,7 +113,7 @@ class FetchCore:
         for tp in wanted:
             state = old.get(tp)
             if state is None:
-                state = _Partition(tp)
+                state = PartitionState(tp)
                 state.generation = next(self._generations)
                 self._set_reset_policy(state)
             self._partitions[tp] = state
@@ -193,6 +130,7 @@ class FetchCore:
         state = self._assigned(tp)
         self._move(state, FetchState.FETCHING)
         state.position = state.fetch_offset = offset
+        state.position_epoch = -1  # an explicit offset has no epoch: nothing to validate
         state.reset_strategy = None
 
     def request_offset_reset(self, tp: TopicPartition, strategy: str) -> None:
@@ -228,13 +166,13 @@ class FetchCore:
     def buffered_record_count(self) -> int:
         return sum(c.columns.record_count - c.cursor for c in self._completed)
 
-    def _assigned(self, tp: TopicPartition) -> _Partition:
+    def _assigned(self, tp: TopicPartition) -> PartitionState:
         state = self._partitions.get(TopicPartition(*tp))
         if state is None:
             raise ValueError(f"partition {tp} is not assigned to this consumer")
         return state
 
-    def _move(self, state: _Partition, to: FetchState) -> None:
+    def _move(self, state: PartitionState, to: FetchState) -> None:
         state.move_to(to, next(self._generations))
         self._purge_buffer()
 
@@ -251,7 +189,7 @@ class FetchCore:
                 self._buffered_bytes -= chunk.size_bytes
         self._completed = kept
 
-    def _set_reset_policy(self, state: _Partition) -> None:
+    def _set_reset_policy(self, state: PartitionState) -> None:
         policy = self.config.auto_offset_reset
         if policy == "none":
             state.state = FetchState.FAILED
@@ -285,6 +223,7 @@ class FetchCore:
             chunk.cursor = start + len(records)
             if records:
                 state.position = records[-1].offset + 1
+                state.position_epoch = chunk.leader_epoch
             if error is not None:  # the position stays on the bad record; the next poll raises
                 self._errors.append(error)
                 break
@@ -299,9 +238,13 @@ class FetchCore:
     def tick(self, now_ms: int) -> Effects:
         self._now_ms = now_ms
         effects = Effects()
-        self._send_list_offsets(now_ms, effects)
-        self._send_fetches(now_ms, effects)
+        self._send_requests(now_ms, effects)
         return effects
+
+    def _send_requests(self, now_ms: int, effects: Effects) -> None:
+        self._send_list_offsets(now_ms, effects)
+        self._send_validations(now_ms, effects)  # first: a moved leader epoch stops fetching
+        self._send_fetches(now_ms, effects)
 
     def step(self, envelope: Envelope, now_ms: int) -> Effects:
         self._now_ms = now_ms
@@ -310,10 +253,11 @@ class FetchCore:
             self.on_fetch_response(envelope, now_ms, effects)
         elif envelope.is_response and envelope.rpc == "ListOffsets":
             self.on_list_offsets_response(envelope, now_ms, effects)
+        elif envelope.is_response and envelope.rpc == "OffsetForLeaderEpoch":
+            self.on_offset_for_leader_epoch_response(envelope, now_ms, effects)
         else:
             effects.event("UnexpectedMessageDropped", rpc=envelope.rpc, src=envelope.src)
-        self._send_list_offsets(now_ms, effects)
-        self._send_fetches(now_ms, effects)
+        self._send_requests(now_ms, effects)
         return effects
 
     def next_deadline_ms(self) -> int | None:
@@ -323,14 +267,25 @@ class FetchCore:
 
     # ---- requests -------------------------------------------------------------------------
 
-    def _ready(self, state: _Partition, now_ms: int) -> bool:
-        return (
-            not state.in_flight
-            and state.backoff_until_ms <= now_ms
-            and self.metadata.update_count >= state.metadata_needed
-        )
+    def _ready(self, state: PartitionState, now_ms: int) -> bool:
+        """Nothing in flight, backoff over, and the metadata refresh it waits for (if any) done.
 
-    def _leader(self, state: _Partition) -> int | None:
+        A partition backing off after a leader error keeps asking for metadata, and goes at once
+        when metadata shows a newer leader epoch than the one that failed (as the producer does).
+        """
+        if state.in_flight or self.metadata.update_count < state.metadata_needed:
+            return False
+        if state.backoff_until_ms <= now_ms:
+            return True
+        if state.awaiting_leader_change:
+            if self.metadata.leader_epoch_for(state.tp) > state.failed_leader_epoch:
+                state.backoff_until_ms = 0
+                state.awaiting_leader_change = False
+                return True
+            self.metadata.request_update()
+        return False
+
+    def _leader(self, state: PartitionState) -> int | None:
         leader = self.metadata.leader_for(state.tp)
         if leader is None or self.metadata.broker_address(leader) is None:
             self.metadata.request_update()
@@ -338,7 +293,7 @@ class FetchCore:
         return leader
 
     def _send_list_offsets(self, now_ms: int, effects: Effects) -> None:
-        by_leader: dict[int, list[_Partition]] = {}
+        by_leader: dict[int, list[PartitionState]] = {}
         for state in self._partitions.values():
             if state.state is FetchState.AWAITING_RESET and self._ready(state, now_ms):
                 leader = self._leader(state)
@@ -349,11 +304,12 @@ class FetchCore:
             sent = _Sent(leader, {})
             for state in states:
                 timestamp = RESET_TIMESTAMPS[state.reset_strategy]
+                state.request_epoch = self.metadata.leader_epoch_for(state.tp)
                 request.partitions.add(
                     topic=state.tp.topic,
                     partition=state.tp.partition,
                     timestamp_ms=timestamp,
-                    current_leader_epoch=self.metadata.leader_epoch_for(state.tp),
+                    current_leader_epoch=state.request_epoch,
                 )
                 sent.partitions[state.tp] = (state.generation, timestamp)
                 state.in_flight = True
@@ -366,7 +322,7 @@ class FetchCore:
         if self._buffered_bytes >= self.config.fetch_max_bytes:
             return  # the application is behind; fetch again once it catches up
         limit = self.config.max_partition_fetch_bytes
-        by_leader: dict[int, list[_Partition]] = {}
+        by_leader: dict[int, list[PartitionState]] = {}
         for state in self._partitions.values():
             if state.state is FetchState.FETCHING and state.buffered_bytes < limit and self._ready(state, now_ms):
                 leader = self._leader(state)
@@ -381,12 +337,13 @@ class FetchCore:
             )
             sent = _Sent(leader, {})
             for state in states:
+                state.request_epoch = state.leader_epoch = self.metadata.leader_epoch_for(state.tp)
                 request.partitions.add(
                     topic=state.tp.topic,
                     partition=state.tp.partition,
                     fetch_offset=state.fetch_offset,
                     partition_max_bytes=limit,
-                    current_leader_epoch=self.metadata.leader_epoch_for(state.tp),
+                    current_leader_epoch=state.request_epoch,
                     last_fetched_epoch=-1,
                     log_start_offset=-1,
                 )
@@ -399,7 +356,7 @@ class FetchCore:
 
     # ---- responses ------------------------------------------------------------------------
 
-    def _settle(self, sent: _Sent) -> dict[TopicPartition, _Partition]:
+    def _settle(self, sent: _Sent) -> dict[TopicPartition, PartitionState]:
         """Clear in-flight marks; returns the partitions whose generation is still current."""
         current = {}
         for tp, (generation, _) in sent.partitions.items():
@@ -418,11 +375,19 @@ class FetchCore:
             self._back_off(state, refresh=True)
         effects.event(f"{rpc}Failed", broker_id=sent.broker_id, reason=reason)
 
-    def _back_off(self, state: _Partition, refresh: bool) -> None:
-        state.backoff_until_ms = self._now_ms + self.config.retry_backoff_ms
+    def _back_off(self, state: PartitionState, refresh: bool) -> None:
+        """Exponential backoff (retry.backoff.ms doubling up to retry.backoff.max.ms, jittered).
+
+        ``refresh``: the leader may have moved; refresh metadata at once, wait for that refresh,
+        and end the backoff early once a newer leader epoch shows (see :meth:`_ready`).
+        """
+        state.failures += 1
+        state.backoff_until_ms = self._now_ms + self.config.backoff_ms(state.failures, self._random)
         if refresh:
             self.metadata.request_update()
             state.metadata_needed = self.metadata.update_count + 1
+            state.awaiting_leader_change = True
+            state.failed_leader_epoch = state.request_epoch
 
     def on_fetch_response(self, envelope: Envelope, now_ms: int, effects: Effects) -> None:
         sent = self._fetches.pop(envelope.request_id, None)
@@ -441,6 +406,7 @@ class FetchCore:
                 continue  # not asked, or seeked/reset/unassigned since: stale
             _, fetch_offset = sent.partitions[tp]
             if part.error_code == ErrorCode.NONE:
+                state.failures = 0
                 state.high_watermark = part.high_watermark
                 state.log_start_offset = part.log_start_offset
                 if part.records:
@@ -449,7 +415,7 @@ class FetchCore:
                 self._on_partition_error(state, part.error_code, part.error_message, fetch_offset, effects)
         effects.event("RecordsFetched", broker_id=sent.broker_id, record_count=record_count)
 
-    def _buffer_records(self, state: _Partition, fetch_offset: int, records: bytes, effects: Effects) -> int:
+    def _buffer_records(self, state: PartitionState, fetch_offset: int, records: bytes, effects: Effects) -> int:
         count = 0
         for position, header in iter_headers(records):
             if header.next_offset <= fetch_offset:
@@ -468,7 +434,9 @@ class FetchCore:
                     break
             columns = decode_batch_columns(records, position, header, fetch_offset)
             if columns.record_count:
-                self._completed.append(_Chunk(state.tp, state.generation, columns, header.size_bytes))
+                self._completed.append(
+                    _Chunk(state.tp, state.generation, columns, header.size_bytes, header.partition_leader_epoch)
+                )
                 state.buffered_bytes += header.size_bytes
                 self._buffered_bytes += header.size_bytes
                 count += columns.record_count
@@ -476,7 +444,7 @@ class FetchCore:
         return count
 
     def _on_partition_error(
-        self, state: _Partition, code: int, message: str, offset: int, effects: Effects
+        self, state: PartitionState, code: int, message: str, offset: int, effects: Effects
     ) -> None:
         tp = state.tp
         effects.event("FetchPartitionFailed", topic=tp.topic, partition=tp.partition,
@@ -492,7 +460,7 @@ class FetchCore:
             self._errors.append(KafkaError(code, f"{tp}: {detail}"))
             self._back_off(state, refresh=False)
 
-    def _on_offset_out_of_range(self, state: _Partition, offset: int, effects: Effects) -> None:
+    def _on_offset_out_of_range(self, state: PartitionState, offset: int, effects: Effects) -> None:
         """Kafka's auto.offset.reset: earliest / latest ask ListOffsets again; none fails."""
         policy = self.config.auto_offset_reset
         if policy == "none":
@@ -529,6 +497,8 @@ class FetchCore:
                 strategy = state.reset_strategy
                 self._move(state, FetchState.FETCHING)
                 state.position = state.fetch_offset = part.offset
+                state.position_epoch = part.leader_epoch if part.leader_epoch >= 0 else -1
+                state.leader_epoch = state.request_epoch
                 state.reset_strategy = None
                 effects.event("OffsetReset", topic=tp.topic, partition=tp.partition,
                               offset=part.offset, strategy=strategy)
