@@ -61,18 +61,18 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def runs_command(pid: int, marker: str) -> bool:
-    """Whether process ``pid`` has ``marker`` (a data directory) in its command line.
+def runs_command(pid: int, argument: str) -> bool:
+    """Whether process ``pid`` has ``argument`` (its data directory) as one of its arguments.
 
     Where /proc is missing we cannot tell and trust the state file.
     """
     if not Path("/proc").is_dir():
         return pid_alive(pid)
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return marker in cmdline
+    return os.fsencode(argument) in arguments
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
