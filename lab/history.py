@@ -1,0 +1,196 @@
+"""A history of what clients did and saw: sends with their outcome, polls with what they read.
+
+The input of the checker (lab/checker.py), in the shape of Jepsen's Kafka workload: every send
+is invoked, then completes as
+
+- ``ok``: acknowledged, at ``offset`` (the broker's answer);
+- ``fail``: definitely not written (the broker refused it before appending, e.g.
+  NOT_ENOUGH_REPLICAS: the ISR was too small);
+- ``info``: unknown (a timeout, a lost connection, acks=0, or still pending at the end): it may
+  or may not be in the log.
+
+A poll lists the ``(topic, partition, offset, value)`` records one consumer got, in order; a
+seek (or a new assignment) tells the checker that the consumer's next poll may start anywhere.
+Values identify sends, so a workload gives every send a unique value.
+
+Recording is cheap (appends to lists) and works from producer callbacks on the event loop.
+``save``/``load`` keep a history as JSON lines next to an experiment's results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from brokerlab.errors import ErrorCode, KafkaError, error_name
+
+OK, FAIL, INFO = "ok", "fail", "info"
+
+# Codes a broker answers before appending anything: the send definitely did not happen. Only
+# safe as a verdict when every attempt got one of them (a producer retries; an earlier attempt
+# that timed out may have been appended), which the workload arranges or accepts.
+DEFINITE_FAILURES = frozenset({
+    ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.MESSAGE_TOO_LARGE,
+    ErrorCode.RECORD_LIST_TOO_LARGE,
+    ErrorCode.INVALID_REQUIRED_ACKS,
+    ErrorCode.INVALID_TOPIC_EXCEPTION,
+    ErrorCode.CORRUPT_MESSAGE,
+    ErrorCode.INVALID_REQUEST,
+})
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """``ok`` for no error, ``fail`` for a code that proves nothing was appended, else ``info``."""
+    if error is None:
+        return OK
+    if isinstance(error, KafkaError) and error.code in DEFINITE_FAILURES:
+        return FAIL
+    return INFO
+
+
+@dataclass
+class Send:
+    index: int  # order of invocation across the whole history
+    process: str  # which producer
+    topic: str
+    partition: int
+    value: bytes
+    outcome: str = INFO  # stays info until completed
+    offset: int | None = None
+    error: str | None = None
+    invoked_ms: float = 0.0
+    completed_ms: float | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_ms is not None
+
+
+@dataclass
+class Poll:
+    index: int
+    process: str  # which consumer
+    records: list[tuple[str, int, int, bytes]]  # (topic, partition, offset, value), in order
+    at_ms: float = 0.0
+
+
+@dataclass
+class Seek:
+    """The consumer's next read of ``topic``/``partition`` may start anywhere (seek, reassignment)."""
+
+    index: int
+    process: str
+    topic: str
+    partition: int
+    offset: int | None = None
+    at_ms: float = 0.0
+
+
+@dataclass
+class History:
+    sends: list[Send] = field(default_factory=list)
+    polls: list[Poll] = field(default_factory=list)
+    seeks: list[Seek] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._counter = itertools.count(len(self.sends) + len(self.polls) + len(self.seeks))
+        self._started = time.monotonic()
+
+    def _now_ms(self) -> float:
+        return round((time.monotonic() - self._started) * 1000, 3)
+
+    # ---- recording ------------------------------------------------------------------------
+
+    def invoke_send(self, process: str, topic: str, partition: int, value: bytes) -> Send:
+        send = Send(next(self._counter), process, topic, partition, value, invoked_ms=self._now_ms())
+        self.sends.append(send)
+        return send
+
+    def complete_send(self, send: Send, offset: int | None = None, error: BaseException | None = None,
+                      outcome: str | None = None) -> None:
+        """Settle a send: acknowledged at ``offset`` (-1 / None: acks=0, so unknown), or failed."""
+        send.completed_ms = self._now_ms()
+        if error is not None:
+            send.outcome = outcome or outcome_of(error)
+            code = getattr(error, "code", None)
+            send.error = error_name(int(code)) if code is not None else repr(error)
+        elif offset is None or offset < 0:
+            send.outcome = outcome or INFO  # acks=0: handed over, never confirmed
+        else:
+            send.outcome = outcome or OK
+            send.offset = offset
+
+    def track(self, process: str, handle: Any, value: bytes, topic: str | None = None,
+              partition: int | None = None) -> Send:
+        """Record a producer send from its ``RecordHandle`` (settled by the handle's callback)."""
+        send = self.invoke_send(process, topic or handle.topic, handle.partition if partition is None else partition,
+                                value)
+
+        def done(h: Any) -> None:
+            error = h.exception()
+            self.complete_send(send, None if error is not None else h.result().offset, error)
+
+        handle.add_done_callback(done)
+        return send
+
+    def record_poll(self, process: str, records: Iterable[Any]) -> Poll:
+        """One poll's records (objects with topic, partition, offset, value, or 4-tuples)."""
+        rows = [
+            (r.topic, r.partition, r.offset, r.value) if hasattr(r, "offset") else tuple(r)
+            for r in records
+        ]
+        poll = Poll(next(self._counter), process, rows, self._now_ms())
+        self.polls.append(poll)
+        return poll
+
+    def record_seek(self, process: str, topic: str, partition: int, offset: int | None = None) -> Seek:
+        seek = Seek(next(self._counter), process, topic, partition, offset, self._now_ms())
+        self.seeks.append(seek)
+        return seek
+
+    # ---- views ----------------------------------------------------------------------------
+
+    def acknowledged(self) -> list[Send]:
+        return [s for s in self.sends if s.outcome == OK]
+
+    def read_values(self) -> set[bytes]:
+        return {value for poll in self.polls for (_, _, _, value) in poll.records}
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def save(self, path: Path | str) -> None:
+        """JSON lines, one op each, in index order (values hex-encoded)."""
+        ops = [("send", s) for s in self.sends] + [("poll", p) for p in self.polls] + [("seek", k) for k in self.seeks]
+        ops.sort(key=lambda op: op[1].index)
+        with open(path, "w") as out:
+            for kind, op in ops:
+                data = asdict(op)
+                if kind == "send":
+                    data["value"] = op.value.hex()
+                elif kind == "poll":
+                    data["records"] = [[t, p, o, v.hex() if v is not None else None] for t, p, o, v in op.records]
+                out.write(json.dumps({"type": kind, **data}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> "History":
+        history = cls()
+        for line in Path(path).read_text().splitlines():
+            data = json.loads(line)
+            kind = data.pop("type")
+            if kind == "send":
+                data["value"] = bytes.fromhex(data["value"])
+                history.sends.append(Send(**data))
+            elif kind == "poll":
+                data["records"] = [(t, p, o, bytes.fromhex(v) if v is not None else None)
+                                   for t, p, o, v in data["records"]]
+                history.polls.append(Poll(**data))
+            elif kind == "seek":
+                history.seeks.append(Seek(**data))
+        indices = [op.index for op in (*history.sends, *history.polls, *history.seeks)]
+        history._counter = itertools.count(max(indices, default=-1) + 1)
+        return history
