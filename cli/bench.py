@@ -1,10 +1,12 @@
-"""``brokerlab bench produce|consume``: parsing and printing around lab/bench.py."""
+"""``brokerlab bench produce|consume|failover``: parsing and printing around lab/bench.py and
+lab/failover_bench.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from cli.common import (
     EXIT_FAILED,
@@ -13,6 +15,7 @@ from cli.common import (
     check_topic,
     describe_error,
     parse_acks,
+    parse_key_values,
     print_error,
     resolve_bootstrap,
     usage_error,
@@ -22,7 +25,7 @@ from cli.output import print_json
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="measure produce and consume throughput and latency")
-    sub = parser.add_subparsers(dest="bench_command", metavar="{produce,consume}", required=True)
+    sub = parser.add_subparsers(dest="bench_command", metavar="{produce,consume,failover}", required=True)
 
     produce = sub.add_parser("produce", help="send N records of B bytes as fast as possible")
     produce.add_argument("--topic", required=True)
@@ -43,6 +46,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     consume.add_argument("--json", action="store_true", help="print JSON (shape in README)")
     add_bootstrap_argument(consume)
     consume.set_defaults(func=cmd_bench_consume)
+
+    failover = sub.add_parser(
+        "failover", help="on a cluster of its own: kill (or cleanly stop) the leader of partition 0 again and "
+        "again under an acks=all load and print how long the partition was unavailable")
+    failover.add_argument("--mode", choices=("hard", "controlled"), default="hard",
+                          help="hard: SIGKILL, time to the first acks=all ack by the new leader; controlled: "
+                          "SIGTERM, time until leadership moved (default hard)")
+    failover.add_argument("--trials", type=int, default=20, help="number of kills (default 20)")
+    failover.add_argument("--brokers", type=int, default=3, help="brokers in the cluster (default 3)")
+    failover.add_argument("--partitions", type=int, default=3, help="partitions of the topic (default 3)")
+    failover.add_argument("--record-size", type=int, default=100, metavar="BYTES", help="value size (default 100)")
+    failover.add_argument("--send-interval-ms", type=float, default=5.0,
+                          help="one record every this many ms to partition 0 (default 5)")
+    failover.add_argument("--config", action="append", metavar="KEY=VALUE",
+                          help="node configuration, e.g. broker.session.timeout.ms=500 (repeatable)")
+    failover.add_argument("--data-dir", type=Path, help="where the cluster's data and logs go "
+                          "(default .brokerlab/clusters/<UTC timestamp>; kept for inspection)")
+    failover.add_argument("--json", action="store_true", help="print JSON: the distribution, every sample, "
+                          "every trial and the settings")
+    failover.set_defaults(func=cmd_bench_failover)
 
 
 def flush_policy_of(source: str, topic_configs: dict[str, str]) -> str:
@@ -115,6 +138,46 @@ def cmd_bench_consume(args: argparse.Namespace) -> int:
     result.settings["max_poll_records"] = args.max_poll_records
     print_result(result, args.json)
     return EXIT_OK
+
+
+def cmd_bench_failover(args: argparse.Namespace) -> int:
+    from lab.failover_bench import FailoverSettings, run_failover_bench
+
+    settings = FailoverSettings(mode=args.mode, trials=args.trials, brokers=args.brokers, partitions=args.partitions,
+                                record_size=args.record_size, send_interval_ms=args.send_interval_ms,
+                                cluster_config=parse_key_values(args.config), data_dir=args.data_dir)
+
+    def show(trial) -> None:
+        figure = "failed: " + trial.error if trial.sample_ms is None else f"{trial.sample_ms:.1f} ms"
+        extra = f", exited in {trial.exit_ms:.0f} ms" if trial.exit_ms is not None else ""
+        print(f"  trial {trial.trial}: broker-{trial.victim} -> broker-{trial.new_leader}  {figure}{extra}"
+              f"  (failed sends {trial.failed_sends}, rejoined in {trial.rejoin_ms or 0:.0f} ms)",
+              file=sys.stderr, flush=True)
+
+    result = asyncio.run(run_failover_bench(settings, progress=None if args.json else show))
+    print_failover(result, args.json)
+    return EXIT_FAILED if any(t.sample_ms is None for t in result.trials) else EXIT_OK
+
+
+def print_failover(result, as_json: bool) -> None:
+    data = result.to_json()
+    if as_json:
+        print_json(data)
+        return
+    print(f"failover ({result.mode}): {data['count']} of {len(result.trials)} trials measured; {data['metric']}")
+    print(f"  p50 {data['p50']:.1f}  p99 {data['p99']:.1f}  max {data['max']:.1f}  min {data['min']:.1f} ms")
+    print("  samples ms: " + " ".join(f"{s:.0f}" for s in data["samples_ms"]))
+    if result.mode == "controlled":
+        exits = data["exit_ms"]
+        print(f"  SIGTERM -> exit ms: p50 {exits['p50']:.1f}  p99 {exits['p99']:.1f}  max {exits['max']:.1f}; "
+              f"failed acks=all sends during the steps: {data['failed_sends_during_steps']}")
+    print(f"  produce (acks=all): {data['sent']:,} sent, {data['acknowledged']:,} acknowledged, "
+          f"{data['failed']:,} failed")
+    settings = dict(data["settings"])
+    config = settings.pop("cluster_config")
+    print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "trials"))
+    print("  cluster: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+    print(f"  logs: {data['data_dir']}/logs")
 
 
 def print_result(result, as_json: bool) -> None:
