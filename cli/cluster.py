@@ -1,4 +1,9 @@
-"""``brokerlab cluster up|status|down|stop|start``: the local cluster (lab/local_cluster.py)."""
+"""``brokerlab cluster up|status|down|stop|start|stop-broker|start-broker``: the local cluster (lab/local_cluster.py).
+
+``stop-broker N`` is a clean stop (SIGTERM: the broker asks the controller to move its
+leaderships away first, then exits); it returns once the process has exited. ``start-broker N``
+starts it again with the same flags, address and data, and returns once it is healthy.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from lab.local_cluster import DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, S
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("cluster", help="start, inspect and stop a local cluster")
-    sub = parser.add_subparsers(dest="cluster_command", metavar="{up,status,down,stop,start}", required=True)
+    sub = parser.add_subparsers(dest="cluster_command", metavar="{up,status,down,stop,start,stop-broker,start-broker}",
+                                required=True)
 
     up = sub.add_parser("up", help="start a controller and N brokers on 127.0.0.1; returns once all are healthy")
     up.add_argument("--brokers", type=int, default=3, help="number of brokers (default 3)")
@@ -48,6 +54,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, metavar="SECONDS")
     add_data_dir(start)
     start.set_defaults(func=cmd_start_node)
+
+    stop_broker = sub.add_parser("stop-broker", help="cleanly stop broker N (SIGTERM: its leaderships move "
+                                 "to other replicas first) and wait until it has exited")
+    stop_broker.add_argument("broker_id", type=int, metavar="N")
+    stop_broker.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S, metavar="SECONDS",
+                             help=f"SIGKILL after this long (default {DEFAULT_STOP_TIMEOUT_S:g})")
+    add_data_dir(stop_broker)
+    stop_broker.set_defaults(func=cmd_stop_broker)
+
+    start_broker = sub.add_parser("start-broker", help="start broker N again (same flags, address and data) "
+                                  "and wait until it is healthy")
+    start_broker.add_argument("broker_id", type=int, metavar="N")
+    start_broker.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, metavar="SECONDS")
+    add_data_dir(start_broker)
+    start_broker.set_defaults(func=cmd_start_broker)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +109,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"data dir:  {cluster.data_dir}")
     print(f"logs:      {cluster.data_dir / 'logs'}/<node>.log")
     print(f"bootstrap: {','.join(cluster.bootstrap_servers())}")
-    print("next:      brokerlab topic create orders --partitions 3 --replication-factor 3")
+    factor = min(3, len(cluster.brokers))
+    print(f"next:      brokerlab topic create orders --partitions 3 --replication-factor {factor}")
     print("stop with: brokerlab cluster down")
     return EXIT_OK
 
@@ -157,4 +179,37 @@ def cmd_start_node(args: argparse.Namespace) -> int:
     node = cluster.node(args.node)
     cluster.start_node(node.name, timeout_s=args.timeout)
     print(f"{node.name} started (pid {node.pid}) and healthy at {node.address}")
+    return EXIT_OK
+
+
+def broker_of(cluster: LocalCluster, broker_id: int):
+    node = cluster.node(str(broker_id))
+    if node.role != "broker":
+        raise CliError(ErrorCode.INVALID_REQUEST, f"{node.name} is not a broker (brokers: "
+                       f"{', '.join(str(b.id) for b in cluster.brokers)})", EXIT_USAGE)
+    return node
+
+
+def cmd_stop_broker(args: argparse.Namespace) -> int:
+    cluster = find_cluster(args.data_dir)
+    node = broker_of(cluster, args.broker_id)
+    if not cluster.is_running(node):
+        print(f"{node.name} is not running")
+        return EXIT_OK
+    started = time.monotonic()
+    clean = cluster.stop_node(node.name, timeout_s=args.timeout)
+    elapsed = time.monotonic() - started
+    if not clean:
+        raise CliError(ErrorCode.REQUEST_TIMED_OUT,
+                       f"{node.name} did not exit within {args.timeout:g} s of SIGTERM and was killed; see {node.log}")
+    print(f"{node.name} stopped cleanly in {elapsed:.2f} s (leaderships moved first; see {node.log})")
+    return EXIT_OK
+
+
+def cmd_start_broker(args: argparse.Namespace) -> int:
+    cluster = find_cluster(args.data_dir)
+    node = broker_of(cluster, args.broker_id)
+    started = time.monotonic()
+    cluster.start_node(node.name, timeout_s=args.timeout)
+    print(f"{node.name} started (pid {node.pid}) and healthy at {node.address} in {time.monotonic() - started:.1f} s")
     return EXIT_OK
