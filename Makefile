@@ -37,3 +37,25 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# ---- docker-compose cluster (deploy/, lab/compose_cluster.py); needs a Docker engine ------------
+# make compose-up [BROKERS=5]: build the image (cached layers), start controller + brokers, wait
+# until every container is healthy. Host clients: --bootstrap 127.0.0.1:19091.
+BROKERS ?= 3
+COMPOSE_PROJECT ?= brokerlab
+COMPOSE_CLUSTER = $(PY) -m lab.compose_cluster --project $(COMPOSE_PROJECT)
+
+.PHONY: compose-build compose-up compose-down compose-ps
+
+compose-build: $(STAMP)
+	$(COMPOSE_CLUSTER) build
+
+compose-up: compose-build
+	$(COMPOSE_CLUSTER) up --brokers $(BROKERS)
+
+# Removes the containers, the network and the named volumes (all data).
+compose-down: $(STAMP)
+	$(COMPOSE_CLUSTER) down
+
+compose-ps: $(STAMP)
+	$(COMPOSE_CLUSTER) ps --brokers $(BROKERS)
