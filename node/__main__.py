@@ -11,8 +11,10 @@ reflection) and the transport to the controller; optionally a second, external l
 clients outside the brokers' network (node/rpc/external_listener.py, used by docker-compose).
 Every trace event becomes one logfmt line on stderr. Health says NOT_SERVING until the core
 is ready (registered, unfenced, caught up with the metadata journal), then SERVING.
-SIGTERM/SIGINT: stop serving, close the logs (writing the clean-shutdown marker), exit 0. Bad
-flags or configuration: one line on stderr, exit 2.
+SIGTERM/SIGINT: controlled shutdown first (heartbeats ask the controller to move our
+leaderships away; up to controlled.shutdown.timeout.ms, a second signal cuts it short), then
+stop serving, close the logs (writing the clean-shutdown marker), exit 0. Bad flags or
+configuration: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -138,9 +140,13 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
     tasks: set[asyncio.Task] = set()
     serving = False
 
+    shutdown_granted = asyncio.Event()
+
     def on_event(event: TraceEvent) -> None:
         nonlocal serving
         events(event)
+        if event.name == "ControlledShutdownCompleted":
+            shutdown_granted.set()
         if core.is_ready != serving:  # readiness only changes with a BrokerStateChanged event
             serving = core.is_ready
             task = loop.create_task(set_serving(health, [SERVICE_NAME], serving))
@@ -180,6 +186,10 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
     await stop.wait()
 
     events.emit("BrokerStopping", signal=received[0])
+    stopping_at = loop.time()
+    if config.controlled_shutdown_enable:
+        stop.clear()  # a second signal cuts the controlled shutdown short
+        await controlled_shutdown(core, driver, config, events, shutdown_granted, stop)
     await set_serving(health, [SERVICE_NAME], False)
     if external is not None:
         await external.set_serving(False)
@@ -189,8 +199,28 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
     log_manager.close()  # flush, checkpoints, clean-shutdown marker
-    events.emit("BrokerStopped")
+    events.emit("BrokerStopped", shutdown_ms=round((loop.time() - stopping_at) * 1000))
     return 0
+
+
+async def controlled_shutdown(core: BrokerCore, driver: CoreDriver, config: BrokerConfig, events: EventLog,
+                              granted: asyncio.Event, interrupted: asyncio.Event) -> None:
+    """Heartbeat want_shut_down until the controller moved our leaderships away (the core logs
+    ControlledShutdownCompleted with how long it took), a deadline passes, or a second signal."""
+    started = asyncio.get_running_loop().time()
+    driver.execute(core.begin_controlled_shutdown(driver.now_ms()))
+    if core.controlled_shutdown_complete:
+        return
+    waits = [asyncio.ensure_future(granted.wait()), asyncio.ensure_future(interrupted.wait())]
+    await asyncio.wait(waits, timeout=config.controlled_shutdown_timeout_ms / 1000,
+                       return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    if not core.controlled_shutdown_complete:
+        waited_ms = round((asyncio.get_running_loop().time() - started) * 1000)
+        reason = "second signal" if interrupted.is_set() else "controlled.shutdown.timeout.ms passed"
+        events.emit("ControlledShutdownAbandoned", "warn", waited_ms=waited_ms, reason=reason,
+                    state=core.state.name)
 
 
 def main(argv: list[str] | None = None) -> int:

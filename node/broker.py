@@ -1,13 +1,16 @@
-"""BrokerCore: the broker as a sans-IO state machine.
+"""BrokerCore: the broker as a sans-IO state machine (a thin router).
 
 It follows the controller's metadata journal (through ``BrokerLifecycle``), keeps a
-``MetadataImage``, creates and deletes local partition logs as the image says, and serves
-Produce, Fetch, ListOffsets, Metadata and DescribeLogDirs. Disk only through the LogManager;
-time only as ``now_ms``; the network only as envelopes in ``Effects``.
+``MetadataImage``, creates and deletes local partition logs as the image says, and turns the
+image's leaders and followers into roles for the ``ReplicaManager`` (node/replication/), which
+serves Produce, Fetch, ListOffsets and OffsetForLeaderEpoch and replicates. Metadata and
+DescribeLogDirs are answered here. Disk only through the LogManager; time only as ``now_ms``;
+the network only as envelopes in ``Effects``.
 
-Before replication (issue 3) a leader is the only copy that gets written: it advances the high
-watermark to its log end offset after every append and when it becomes leader. That is a lie
-for replication factor > 1 (nothing is replicated yet) and is marked ``TODO(issue 3)`` below.
+Controlled shutdown: ``begin_controlled_shutdown`` (SIGTERM) makes the heartbeats ask the
+controller to move our leaderships away; ``controlled_shutdown_complete`` turns true (and
+``ControlledShutdownCompleted`` is logged) once the controller said ``should_shut_down`` and
+our image shows no partition that we lead while another live ISR member could take it.
 """
 
 from __future__ import annotations
@@ -21,19 +24,13 @@ from brokerlab.sansio import Effects, Envelope, RequestIds
 from brokerlab.v1 import broker_pb2, metadata_pb2
 from node.config import BrokerConfig, log_topic_configs
 from node.lifecycle import BrokerLifecycle, BrokerState
-from node.log.errors import CorruptBatchError, LogError, OffsetOutOfRangeError, error_code_for
-from node.metadata_image import MetadataImage, PartitionImage
+from node.metadata_image import MetadataImage
 from node.purgatory import Purgatory
+from node.replication.replica_manager import ReplicaManager
 
 if TYPE_CHECKING:  # typing only: the core gets its LogManager from whoever builds it
     from node.log.manager import LogManager
     from node.log.partition_log import PartitionLog
-
-ACKS = (0, 1, -1)
-EARLIEST_TIMESTAMP = -2
-LATEST_TIMESTAMP = -1
-# A fetch with max_bytes <= 0 is bounded by what one gRPC message may carry.
-FETCH_MAX_BYTES_CAP = 60 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -59,21 +56,38 @@ class BrokerCore:
         self.node = broker_node(config.broker_id)
         self.log_manager = log_manager
         self.image = MetadataImage()
-        self.lifecycle = BrokerLifecycle(config, endpoint, rack, incarnation_id, RequestIds())
+        # One request id space for every call this broker makes (controller and peers).
+        ids = RequestIds()
+        self.lifecycle = BrokerLifecycle(config, endpoint, rack, incarnation_id, ids)
+        self.replica_manager = ReplicaManager(
+            config, log_manager, lambda: self.image, ids,
+            broker_epoch=lambda: self.lifecycle.broker_epoch,
+            serving=lambda: self.lifecycle.initial_catch_up_done,
+        )
         self.replicas: dict[TopicPartition, LocalReplica] = {}
-        self.fetches: Purgatory[Envelope] = Purgatory()
+        self._shutdown_started_ms: int | None = None
+        self.controlled_shutdown_complete = False
+        rm = self.replica_manager
         self._handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
             "Produce": self.handle_produce,
             "Fetch": self.handle_fetch,
-            "ListOffsets": self.handle_list_offsets,
+            "ListOffsets": rm.handle_list_offsets,
+            "OffsetForLeaderEpoch": rm.handle_offset_for_leader_epoch,
             "Metadata": self.handle_metadata,
             "DescribeLogDirs": self.handle_describe_log_dirs,
         }
-        self._response_handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
+        # Answers to the lifecycle's calls (it tracks which one is the latest of each kind).
+        self._lifecycle_handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
             "RegisterBroker": self.lifecycle.on_register_broker_response,
-            "BrokerHeartbeat": self.lifecycle.on_broker_heartbeat_response,
+            "BrokerHeartbeat": self.on_broker_heartbeat_response,
             "FetchMetadataRecords": self.on_fetch_metadata_records_response,
             "DescribeCluster": self.lifecycle.on_describe_cluster_response,
+        }
+        # Answers to replication calls (their owners match request ids themselves).
+        self._replication_handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
+            "Fetch": rm.fetcher.on_fetch_response,
+            "OffsetForLeaderEpoch": rm.fetcher.on_offset_for_leader_epoch_response,
+            "AlterPartition": rm.on_alter_partition_response,
         }
 
     # ------------------------------------------------------------------ core contract
@@ -87,26 +101,35 @@ class BrokerCore:
     def state(self) -> BrokerState:
         return self.lifecycle.state
 
+    @property
+    def fetches(self) -> Purgatory[Envelope]:
+        """Parked Fetch long-polls (consumers and followers)."""
+        return self.replica_manager.fetches
+
     def step(self, envelope: Envelope, now_ms: int) -> Effects:
         fx = Effects()
         if envelope.is_response:
-            handler = self._response_handlers.get(envelope.rpc)
-            if handler is not None and self.lifecycle.accepts(envelope):
-                handler(envelope, now_ms, fx)
+            handler = self._lifecycle_handlers.get(envelope.rpc)
+            if handler is not None:
+                if self.lifecycle.accepts(envelope):
+                    handler(envelope, now_ms, fx)
+            else:
+                handler = self._replication_handlers.get(envelope.rpc)
+                if handler is not None:
+                    handler(envelope, now_ms, fx)
         else:
             handler = self._handlers.get(envelope.rpc)
             if handler is None:
                 raise ValueError(f"broker does not serve rpc {envelope.rpc!r}")
             handler(envelope, now_ms, fx)
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
+        self.replica_manager.maybe_send(now_ms, fx)
         return fx
 
     def tick(self, now_ms: int) -> Effects:
         fx = Effects()
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
-        for parked in self.fetches.pop_expired(now_ms):
-            response, _, _ = self._read_fetch(parked.operation.message)
-            fx.reply(parked.operation.reply(response))
+        self.replica_manager.tick(now_ms, fx)
         fx.events.extend(self.log_manager.tick(now_ms))
         return fx
 
@@ -115,12 +138,51 @@ class BrokerCore:
             d
             for d in (
                 self.lifecycle.next_deadline_ms(),
-                self.fetches.next_deadline_ms(),
+                self.replica_manager.next_deadline_ms(),
                 self.log_manager.next_deadline_ms(),
             )
             if d is not None
         ]
         return min(due) if due else None
+
+    # ------------------------------------------------------------------ controlled shutdown
+
+    def begin_controlled_shutdown(self, now_ms: int) -> Effects:
+        """SIGTERM: ask the controller to move our leaderships away before we stop."""
+        fx = Effects()
+        if self._shutdown_started_ms is None:
+            self._shutdown_started_ms = now_ms
+            fx.event("ControlledShutdownStarted", broker_epoch=self.lifecycle.broker_epoch,
+                     leaders=sum(1 for r in self.replicas.values() if r.is_leader))
+            self.lifecycle.begin_controlled_shutdown(now_ms, fx)
+            self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
+            self._maybe_finish_shutdown(now_ms, fx)
+        return fx
+
+    def on_broker_heartbeat_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        self.lifecycle.on_broker_heartbeat_response(envelope, now_ms, fx)
+        self._maybe_finish_shutdown(now_ms, fx)
+
+    def _maybe_finish_shutdown(self, now_ms: int, fx: Effects) -> None:
+        if self.controlled_shutdown_complete or self.lifecycle.state is not BrokerState.SHUTTING_DOWN:
+            return
+        if self.lifecycle.broker_epoch >= 0 and self._leads_partitions_others_could_take():
+            return  # the controller's records moving them are on their way to our image
+        self.controlled_shutdown_complete = True
+        started = self._shutdown_started_ms if self._shutdown_started_ms is not None else now_ms
+        fx.event("ControlledShutdownCompleted", duration_ms=now_ms - started,
+                 metadata_offset=self.image.last_applied_offset)
+
+    def _leads_partitions_others_could_take(self) -> bool:
+        image = self.image
+        for partition in image.partitions():
+            if partition.leader_id != self.broker_id:
+                continue
+            for broker_id in partition.isr:
+                broker = image.broker(broker_id)
+                if broker_id != self.broker_id and broker is not None and not broker.fenced:
+                    return True
+        return False
 
     # ------------------------------------------------------------------ metadata
 
@@ -150,9 +212,8 @@ class BrokerCore:
         # restarted broker replaying the journal must not briefly "lead" with an old epoch.
         for tp in sorted(touched):
             self._sync_replica(tp, now_ms, fx)
-        if touched:
-            self._try_complete_fetches(touched, fx)
         self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), now_ms, fx)
+        self._maybe_finish_shutdown(now_ms, fx)
 
     def _replay(self, record: metadata_pb2.MetadataRecord, offset: int) -> list[TopicPartition]:
         """Replay one record into the image; returns the partitions whose replica may change."""
@@ -191,13 +252,12 @@ class BrokerCore:
         if previous is not None and (previous.is_leader, previous.leader_id, previous.leader_epoch) == (
             is_leader, partition.leader_id, partition.leader_epoch
         ):
-            return  # an ISR or replica-set change that does not touch this broker's role
-        if is_leader:
-            self._become_leader(tp, log, partition, fx)
+            # An ISR or replica-set change that does not touch this broker's role.
+            self.replica_manager.update_partition(tp, partition, now_ms, fx)
+        elif is_leader:
+            self.replica_manager.become_leader(tp, log, partition, now_ms, fx)
         else:
-            # TODO(issue 3): truncate by leader epoch (KIP-101) and start fetching from the leader.
-            fx.event("BecameFollower", topic=tp.topic, partition=tp.partition,
-                     leader_id=partition.leader_id, leader_epoch=partition.leader_epoch)
+            self.replica_manager.become_follower(tp, log, partition, now_ms, fx)
 
     def _create_log(self, tp: TopicPartition, topic_id: str, topic_configs: dict[str, str], now_ms: int,
                     fx: Effects) -> PartitionLog:
@@ -211,173 +271,24 @@ class BrokerCore:
             fx.event("PartitionConfigRejected", topic=tp.topic, partition=tp.partition, reason=str(exc))
             return self.log_manager.get_or_create(tp, now_ms, None, topic_id=topic_id)
 
-    def _become_leader(self, tp: TopicPartition, log: PartitionLog, partition: PartitionImage, fx: Effects) -> None:
-        # TODO(issue 3): pre-replication behaviour: the leader's whole log counts as committed.
-        # With replication the high watermark waits for the ISR instead.
-        log.high_watermark = log.log_end_offset
-        fx.event("BecameLeader", topic=tp.topic, partition=tp.partition, leader_epoch=partition.leader_epoch,
-                 log_end_offset=log.log_end_offset, isr=partition.isr)
-
     def _delete_replica(self, tp: TopicPartition, fx: Effects, reason: str) -> None:
         self.replicas.pop(tp, None)
+        self.replica_manager.stop_replica(tp, fx)
         if self.log_manager.get(tp) is not None:
             self.log_manager.delete(tp)
             fx.event("PartitionDeleted", topic=tp.topic, partition=tp.partition, reason=reason)
 
+
     # ------------------------------------------------------------------ requests
 
-    def _leader_log(self, topic: str, partition: int) -> tuple[PartitionLog | None, PartitionImage | None, ErrorCode, str]:
-        """The local log of a partition this broker leads, or the error to answer with."""
-        if not self.lifecycle.initial_catch_up_done:
-            # Kafka serves nothing before its first catch-up: an old image would name old leaders.
-            return None, None, ErrorCode.NOT_LEADER_OR_FOLLOWER, (
-                f"broker {self.broker_id} is still catching up with the metadata journal"
-            )
-        image = self.image.partition(TopicPartition(topic, partition))
-        if image is None:
-            return None, None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{topic}-{partition} does not exist"
-        if image.leader_id != self.broker_id:
-            return None, image, ErrorCode.NOT_LEADER_OR_FOLLOWER, (
-                f"broker {self.broker_id} is not the leader of {topic}-{partition} (leader: {image.leader_id})"
-            )
-        log = self.log_manager.get(TopicPartition(topic, partition))
-        if log is None:
-            return None, image, ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} has no local log yet"
-        return log, image, ErrorCode.NONE, ""
-
     def handle_produce(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
-        request: broker_pb2.ProduceRequest = envelope.message
-        response = broker_pb2.ProduceResponse()
-        appended: list[TopicPartition] = []
-        for data in request.partitions:
-            out = response.partitions.add(topic=data.topic, partition=data.partition, base_offset=-1,
-                                          log_append_time_ms=-1, log_start_offset=-1)
-            if request.acks not in ACKS:
-                out.error_code = ErrorCode.INVALID_REQUIRED_ACKS
-                out.error_message = f"acks must be 0, 1 or -1 (all), got {request.acks}"
-                continue
-            log, partition, error, message = self._leader_log(data.topic, data.partition)
-            if log is None:
-                out.error_code, out.error_message = error, message
-                continue
-            out.log_start_offset = log.log_start_offset
-            if request.acks == -1:
-                topic = self.image.topic(data.topic)
-                min_isr = self.config.topic_min_insync_replicas(topic.configs if topic else {})
-                if len(partition.isr) < min_isr:
-                    out.error_code = ErrorCode.NOT_ENOUGH_REPLICAS
-                    out.error_message = f"ISR {list(partition.isr)} is smaller than min.insync.replicas={min_isr}"
-                    continue
-            try:
-                info = log.append_as_leader(data.records, partition.leader_epoch, now_ms)
-            except CorruptBatchError as exc:
-                out.error_code, out.error_message = ErrorCode.CORRUPT_MESSAGE, exc.reason
-                continue
-            except (LogError, OSError) as exc:  # MESSAGE_TOO_LARGE, FENCED_LEADER_EPOCH, KAFKA_STORAGE_ERROR
-                out.error_code, out.error_message = error_code_for(exc), str(exc)
-                continue
-            # TODO(issue 3): pre-replication: the leader commits on its own append. acks=all then
-            # waits in a purgatory until the ISR's minimum log end offset passes the batch.
-            log.high_watermark = log.log_end_offset
-            out.base_offset = info.base_offset
-            # -1: records keep their CreateTime (Kafka answers a time only for LogAppendTime topics).
-            out.log_append_time_ms = -1
-            out.log_start_offset = log.log_start_offset
-            appended.append(TopicPartition(data.topic, data.partition))
-        # acks=0 still gets an envelope back: the gRPC adapter has a caller waiting.
-        fx.reply(envelope.reply(response))
-        if appended:
-            fx.events.extend(self.log_manager.drain_events())  # segment rolls done by the appends
-            self._try_complete_fetches(appended, fx)
+        """The Produce path (also for the broker's own internal writes, e.g. group commits):
+        an acks=all answer may come in a later step's Effects, once the high watermark passes."""
+        self.replica_manager.handle_produce(envelope, now_ms, fx)
 
     def handle_fetch(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
-        request: broker_pb2.FetchRequest = envelope.message
-        response, total_bytes, has_error = self._read_fetch(request)
-        if request.max_wait_ms <= 0 or total_bytes >= request.min_bytes or has_error or not request.partitions:
-            fx.reply(envelope.reply(response))
-            return
-        watched = [TopicPartition(p.topic, p.partition) for p in request.partitions]
-        self.fetches.park((envelope.src, envelope.request_id), envelope, now_ms + request.max_wait_ms, watched)
+        self.replica_manager.handle_fetch(envelope, now_ms, fx)
 
-    def _try_complete_fetches(self, tps, fx: Effects) -> None:
-        """Answer parked fetches on ``tps`` that now have min_bytes to return (or an error)."""
-        for parked in self.fetches.watching(tps):
-            request = parked.operation.message
-            response, total_bytes, has_error = self._read_fetch(request)
-            if total_bytes >= request.min_bytes or has_error:
-                self.fetches.remove(parked.key)
-                fx.reply(parked.operation.reply(response))
-
-    def _read_fetch(self, request: broker_pb2.FetchRequest) -> tuple[broker_pb2.FetchResponse, int, bool]:
-        """Read every partition of a fetch: ``(response, bytes of records, any partition error)``.
-
-        Kafka's limits: ``max_bytes`` for the whole answer and ``partition_max_bytes`` per
-        partition, except that the first partition with data returns at least one whole batch
-        so a consumer never gets stuck behind a batch larger than its limits.
-        """
-        response = broker_pb2.FetchResponse()
-        budget = request.max_bytes if request.max_bytes > 0 else FETCH_MAX_BYTES_CAP
-        total = 0
-        has_error = False
-        # A follower (replica_id >= 0) may read up to the log end; consumers up to the high watermark.
-        is_follower = request.replica_id >= 0
-        for fetch in request.partitions:
-            out = response.partitions.add(topic=fetch.topic, partition=fetch.partition,
-                                          high_watermark=-1, log_start_offset=-1, log_end_offset=-1)
-            log, _, error, message = self._leader_log(fetch.topic, fetch.partition)
-            if log is None:
-                out.error_code, out.error_message = error, message
-                has_error = True
-                continue
-            out.high_watermark = log.high_watermark
-            out.log_start_offset = log.log_start_offset
-            out.log_end_offset = log.log_end_offset
-            limit = min(fetch.partition_max_bytes if fetch.partition_max_bytes > 0 else budget, budget)
-            if total > 0 and limit <= 0:
-                continue
-            max_offset = None if is_follower else log.high_watermark
-            try:
-                records = log.read(fetch.fetch_offset, max(limit, 1), max_offset)
-            except OffsetOutOfRangeError:
-                out.error_code = ErrorCode.OFFSET_OUT_OF_RANGE
-                out.error_message = (
-                    f"offset {fetch.fetch_offset} is outside [{log.log_start_offset}, {log.log_end_offset}]"
-                )
-                has_error = True
-                continue
-            if total > 0 and len(records) > limit:
-                continue  # only the first data may exceed the limits
-            out.records = records
-            total += len(records)
-            budget -= len(records)
-        return response, total, has_error
-
-    def handle_list_offsets(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
-        request: broker_pb2.ListOffsetsRequest = envelope.message
-        response = broker_pb2.ListOffsetsResponse()
-        is_follower = request.replica_id >= 0
-        for query in request.partitions:
-            out = response.partitions.add(topic=query.topic, partition=query.partition, offset=-1,
-                                           timestamp_ms=-1, leader_epoch=-1)
-            log, partition, error, message = self._leader_log(query.topic, query.partition)
-            if log is None:
-                out.error_code, out.error_message = error, message
-                continue
-            out.leader_epoch = partition.leader_epoch
-            visible_end = log.log_end_offset if is_follower else log.high_watermark
-            if query.timestamp_ms == EARLIEST_TIMESTAMP:
-                out.offset = log.log_start_offset
-            elif query.timestamp_ms == LATEST_TIMESTAMP:
-                out.offset = visible_end
-            elif query.timestamp_ms < 0:
-                out.error_code = ErrorCode.INVALID_REQUEST
-                out.error_message = f"unsupported special timestamp {query.timestamp_ms}"
-            else:
-                # Only committed records count for consumers (Kafka's READ_UNCOMMITTED stops at the HW too).
-                found = log.offset_for_timestamp(query.timestamp_ms, visible_end)
-                if found is not None:
-                    out.offset, out.timestamp_ms = found
-        fx.reply(envelope.reply(response))
 
     def handle_metadata(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
         request: broker_pb2.MetadataRequest = envelope.message
@@ -411,4 +322,3 @@ class BrokerCore:
                 segment_count=log.segment_count,
             )
         fx.reply(envelope.reply(response))
-

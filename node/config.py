@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from brokerlab.config import ConfigError, int_key, resolve, str_key
+from brokerlab.config import ConfigError, bool_key, int_key, resolve, str_key
 from node.log.config import BROKER_LOG_KEYS, LogConfig
 
 # Keys the broker core reads. Defaults follow ../shared/REFERENCE.md ("brokerlab default").
@@ -18,7 +18,7 @@ BROKER_KEYS = [
     int_key("broker.id", -1, "this broker's id (the --broker-id flag sets it)"),
     str_key("controller.quorum.bootstrap.servers", "", "host:port of the controller (--controller)"),
     str_key("log.dirs", "", "the data directory, as shown by DescribeLogDirs (--data-dir)"),
-    int_key("broker.heartbeat.interval.ms", 200, "how often the broker heartbeats the controller"),
+    int_key("broker.heartbeat.interval.ms", 100, "how often the broker heartbeats the controller"),
     int_key(
         "broker.session.timeout.ms",
         1000,
@@ -33,9 +33,25 @@ BROKER_KEYS = [
     int_key("min.insync.replicas", 2, "acks=all needs at least this many replicas in the ISR"),
     int_key("num.partitions", 1, "informational: the controller's default partition count"),
     int_key("default.replication.factor", 3, "informational: the controller's default"),
-    int_key("replica.fetch.wait.max.ms", 500, "follower fetch long-poll wait (issue 3)"),
-    int_key("replica.fetch.max.bytes", 1024 * 1024, "follower fetch size (issue 3)"),
-    int_key("replica.lag.time.max.ms", 3000, "ISR lag limit (issue 3)"),
+    int_key("replica.fetch.wait.max.ms", 500, "follower fetch long-poll wait"),
+    int_key("replica.fetch.max.bytes", 1024 * 1024, "follower fetch size per partition"),
+    int_key(
+        "replica.fetch.backoff.ms",
+        20,
+        "first back-off after a failed follower fetch or OffsetForLeaderEpoch (doubling up to "
+        "retry.backoff.max.ms); Kafka's default is 1000, brokerlab's is short for fast failover",
+    ),
+    int_key(
+        "replica.lag.time.max.ms",
+        3000,
+        "a follower not caught up with the leader's log end for this long leaves the ISR",
+    ),
+    bool_key("controlled.shutdown.enable", True, "on SIGTERM, hand leadership over before stopping"),
+    int_key(
+        "controlled.shutdown.timeout.ms",
+        5000,
+        "longest wait for the controller to grant a controlled shutdown before stopping anyway",
+    ),
 ]
 
 # Storage keys handed to LogConfig.from_values (log.segment.bytes, message.max.bytes, ...).
@@ -63,7 +79,7 @@ class BrokerConfig:
     broker_id: int = 1
     controller_endpoint: tuple[str, int] | None = None
     log_dirs: str = ""
-    heartbeat_interval_ms: int = 200
+    heartbeat_interval_ms: int = 100
     session_timeout_ms: int = 1000
     metadata_fetch_max_wait_ms: int = 1000
     metadata_fetch_max_records: int = 1000
@@ -76,6 +92,9 @@ class BrokerConfig:
     replica_fetch_wait_max_ms: int = 500
     replica_fetch_max_bytes: int = 1024 * 1024
     replica_lag_time_max_ms: int = 3000
+    replica_fetch_backoff_ms: int = 20
+    controlled_shutdown_enable: bool = True
+    controlled_shutdown_timeout_ms: int = 5000
     log_config: LogConfig = field(default_factory=LogConfig)
     # Advertised endpoint of the optional external listener (--advertised-external-listener):
     # registered with the controller so every broker can answer outside clients (docker-compose).
@@ -104,6 +123,9 @@ class BrokerConfig:
             replica_fetch_wait_max_ms=values["replica.fetch.wait.max.ms"],
             replica_fetch_max_bytes=values["replica.fetch.max.bytes"],
             replica_lag_time_max_ms=values["replica.lag.time.max.ms"],
+            replica_fetch_backoff_ms=values["replica.fetch.backoff.ms"],
+            controlled_shutdown_enable=values["controlled.shutdown.enable"],
+            controlled_shutdown_timeout_ms=values["controlled.shutdown.timeout.ms"],
             log_config=log_config,
         )
         config.validate()
@@ -117,10 +139,15 @@ class BrokerConfig:
             "retry.backoff.ms": self.retry_backoff_ms,
             "metadata.fetch.max.records": self.metadata_fetch_max_records,
             "min.insync.replicas": self.min_insync_replicas,
+            "replica.fetch.backoff.ms": self.replica_fetch_backoff_ms,
+            "replica.lag.time.max.ms": self.replica_lag_time_max_ms,
+            "replica.fetch.max.bytes": self.replica_fetch_max_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
+        if self.replica_fetch_wait_max_ms < 0 or self.controlled_shutdown_timeout_ms < 0:
+            raise ConfigError("replica.fetch.wait.max.ms and controlled.shutdown.timeout.ms must not be negative")
         if self.metadata_fetch_max_wait_ms < 0:
             raise ConfigError("metadata.fetch.max.wait.ms must not be negative")
         if self.retry_backoff_max_ms < self.retry_backoff_ms:

@@ -16,12 +16,22 @@ RUNNING    ready: serves, and the gRPC health service says SERVING.
            ordered, can take us out of RUNNING: a heartbeat answer may be older than the
            journal records we already applied (the controller answers "fenced" to the very
            heartbeat that unfences us).
+PENDING_CONTROLLED_SHUTDOWN
+           SIGTERM arrived (``begin_controlled_shutdown``): heartbeats carry
+           ``want_shut_down=true`` so the controller moves our leaderships away and takes us
+           out of the ISRs; we keep serving and following the journal meanwhile (being fenced
+           by it does not send us back to RECOVERY). -> SHUTTING_DOWN when a heartbeat answer
+           says ``should_shut_down`` (or our registration turned out to be gone).
+SHUTTING_DOWN
+           the controller let us go: no more heartbeats (one without ``want_shut_down``
+           could unfence us again); the process stops.
 any        -> STARTING when a heartbeat answer says STALE_BROKER_EPOCH: our registration is
-           gone or replaced, so register again (with the same incarnation id).
+           gone or replaced, so register again (with the same incarnation id). STARTING ->
+           SHUTTING_DOWN directly: an unregistered broker has nothing to hand over.
 =========  ===========================================================================
 
-Issue 3 adds PENDING_CONTROLLED_SHUTDOWN and SHUTTING_DOWN (controlled shutdown).
-Heartbeats and the metadata long-poll run in every state; each has at most one call in flight.
+The metadata long-poll runs in every state and heartbeats in every registered state but
+SHUTTING_DOWN; each has at most one call in flight.
 """
 
 from __future__ import annotations
@@ -35,17 +45,26 @@ from brokerlab.v1 import common_pb2, controller_pb2, metadata_pb2
 from node.config import BrokerConfig
 from node.metadata_image import BrokerImage
 
+# Heartbeat period while waiting for the controller to grant a controlled shutdown.
+CONTROLLED_SHUTDOWN_HEARTBEAT_INTERVAL_MS = 20
+
 
 class BrokerState(enum.Enum):
     STARTING = "starting"
     RECOVERY = "recovery"
     RUNNING = "running"
+    PENDING_CONTROLLED_SHUTDOWN = "pending_controlled_shutdown"
+    SHUTTING_DOWN = "shutting_down"
 
 
 TRANSITIONS: dict[BrokerState, frozenset[BrokerState]] = {
-    BrokerState.STARTING: frozenset({BrokerState.RECOVERY}),
-    BrokerState.RECOVERY: frozenset({BrokerState.RUNNING, BrokerState.STARTING}),
-    BrokerState.RUNNING: frozenset({BrokerState.RECOVERY, BrokerState.STARTING}),
+    BrokerState.STARTING: frozenset({BrokerState.RECOVERY, BrokerState.SHUTTING_DOWN}),
+    BrokerState.RECOVERY: frozenset({BrokerState.RUNNING, BrokerState.STARTING,
+                                     BrokerState.PENDING_CONTROLLED_SHUTDOWN}),
+    BrokerState.RUNNING: frozenset({BrokerState.RECOVERY, BrokerState.STARTING,
+                                    BrokerState.PENDING_CONTROLLED_SHUTDOWN}),
+    BrokerState.PENDING_CONTROLLED_SHUTDOWN: frozenset({BrokerState.SHUTTING_DOWN}),
+    BrokerState.SHUTTING_DOWN: frozenset(),
 }
 
 
@@ -112,6 +131,20 @@ class BrokerLifecycle:
         return self.state is not BrokerState.STARTING
 
     @property
+    def shutting_down(self) -> bool:
+        return self.state in (BrokerState.PENDING_CONTROLLED_SHUTDOWN, BrokerState.SHUTTING_DOWN)
+
+    def begin_controlled_shutdown(self, now_ms: int, fx: Effects) -> None:
+        """Ask the controller to let us go (heartbeat at once with want_shut_down)."""
+        if self.shutting_down:
+            return
+        if self.state is BrokerState.STARTING or self.broker_epoch < 0:
+            self._transition(BrokerState.SHUTTING_DOWN, fx, "not registered: nothing to hand over")
+            return
+        self._transition(BrokerState.PENDING_CONTROLLED_SHUTDOWN, fx, "controlled shutdown requested")
+        self._heartbeat_due_ms = now_ms
+
+    @property
     def is_ready(self) -> bool:
         return self.state is BrokerState.RUNNING
 
@@ -140,12 +173,22 @@ class BrokerLifecycle:
                     host, port = self.config.external_endpoint
                     request.external_endpoint.CopyFrom(common_pb2.Endpoint(host=host, port=port))
                 self._send(fx, "RegisterBroker", request)
-        elif inflight["BrokerHeartbeat"] is None and now_ms >= self._heartbeat_due_ms:
-            self._heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms
+        elif (
+            inflight["BrokerHeartbeat"] is None
+            and now_ms >= self._heartbeat_due_ms
+            and self.state is not BrokerState.SHUTTING_DOWN
+        ):
+            interval_ms = self.config.heartbeat_interval_ms
+            if self.state is BrokerState.PENDING_CONTROLLED_SHUTDOWN:
+                # The controller lets us go on a later heartbeat, once the brokers taking over
+                # have replayed the move: ask often, a controlled shutdown has ~200 ms.
+                interval_ms = min(interval_ms, CONTROLLED_SHUTDOWN_HEARTBEAT_INTERVAL_MS)
+            self._heartbeat_due_ms = now_ms + interval_ms
             self._send(fx, "BrokerHeartbeat", controller_pb2.BrokerHeartbeatRequest(
                 broker_id=self.broker_id,
                 broker_epoch=self.broker_epoch,
                 current_metadata_offset=last_applied_offset,
+                want_shut_down=self.state is BrokerState.PENDING_CONTROLLED_SHUTDOWN,
             ))
         if inflight["FetchMetadataRecords"] is None and now_ms >= self._fetch_due_ms:
             self._send(fx, "FetchMetadataRecords", controller_pb2.FetchMetadataRecordsRequest(
@@ -173,7 +216,7 @@ class BrokerLifecycle:
         if self.state is BrokerState.STARTING:
             if self._inflight["RegisterBroker"] is None:
                 due.append(self._register_due_ms)
-        elif self._inflight["BrokerHeartbeat"] is None:
+        elif self._inflight["BrokerHeartbeat"] is None and self.state is not BrokerState.SHUTTING_DOWN:
             due.append(self._heartbeat_due_ms)
         if self._inflight["FetchMetadataRecords"] is None:
             due.append(self._fetch_due_ms)
@@ -213,6 +256,9 @@ class BrokerLifecycle:
             if response is not None and response.error_code == ErrorCode.STALE_BROKER_EPOCH:
                 self.broker_epoch = -1
                 self.fenced = True
+                if self.shutting_down:
+                    self._transition(BrokerState.SHUTTING_DOWN, fx, "registration gone while shutting down")
+                    return
                 self._register_due_ms = now_ms
                 self._transition(BrokerState.STARTING, fx, "stale broker epoch")
                 return
@@ -224,6 +270,10 @@ class BrokerLifecycle:
         if self._heartbeat_failing:
             fx.event("HeartbeatRecovered")
         self._heartbeat_failing = False
+        if self.state is BrokerState.PENDING_CONTROLLED_SHUTDOWN:
+            if response.should_shut_down:
+                self._transition(BrokerState.SHUTTING_DOWN, fx, "controller granted controlled shutdown")
+            return
         if self.state is BrokerState.RECOVERY:
             self.fenced = response.is_fenced
             self._maybe_run(fx)
@@ -275,7 +325,7 @@ class BrokerLifecycle:
             fx.event("MetadataCaughtUp", offset=last_applied_offset)
         if self.registered and own is not None and own.broker_epoch == self.broker_epoch:
             self.fenced = own.fenced
-            if own.fenced and self.state is BrokerState.RUNNING:
+            if own.fenced and self.state is BrokerState.RUNNING:  # (never while shutting down)
                 self._transition(BrokerState.RECOVERY, fx, "fenced in the metadata journal")
         self._maybe_run(fx)
 

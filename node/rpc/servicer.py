@@ -43,6 +43,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def DescribeLogDirs(self, request, context):
         return await self._call("DescribeLogDirs", request, context)
 
+    async def OffsetForLeaderEpoch(self, request, context):
+        return await self._call("OffsetForLeaderEpoch", request, context)
+
 
 def add_broker_service(server: grpc.aio.Server, driver: CoreDriver) -> BrokerServicer:
     servicer = BrokerServicer(driver)

@@ -1,7 +1,8 @@
 """Executes the broker core's sends over gRPC and hands back the answer as an Envelope.
 
-"controller" goes to the ControllerService at the configured address; "broker-N" (issue 3:
-follower fetches) to BrokerService at the endpoint the metadata image gives for broker N.
+"controller" goes to the ControllerService at the configured address; "broker-N" (follower
+Fetch and OffsetForLeaderEpoch) to BrokerService at the endpoint the metadata image gives for
+broker N.
 A gRPC failure becomes ``envelope.failed(reason)``: the core decides what to do about it.
 """
 

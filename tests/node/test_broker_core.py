@@ -20,7 +20,9 @@ from brokerlab.record_batch import decode_records
 from brokerlab.v1 import broker_pb2, controller_pb2
 from node.lifecycle import BrokerState
 
-ORDERS = [topic_record("orders", "T1"), partition_record("T1", 0, [1, 2, 3], leader=1),
+# Partition 0 has an ISR of the leader alone: its high watermark follows its log end at once
+# (replication itself is tested in tests/replication).
+ORDERS = [topic_record("orders", "T1"), partition_record("T1", 0, [1, 2, 3], leader=1, isr=[1]),
           partition_record("T1", 1, [2, 3, 1], leader=2), partition_record("T1", 2, [2, 3], leader=2)]
 
 
@@ -56,8 +58,8 @@ def test_registration_retries_with_backoff_then_heartbeats_on_the_interval() -> 
     [heartbeat] = h.sent(fx, "BrokerHeartbeat")
     assert (heartbeat.message.broker_id, heartbeat.message.broker_epoch, heartbeat.message.current_metadata_offset) == (1, 42, -1)
     h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=True))
-    assert h.core.next_deadline_ms() == h.now_ms + 200  # broker.heartbeat.interval.ms
-    assert not h.sent(h.tick(199), "BrokerHeartbeat")
+    assert h.core.next_deadline_ms() == h.now_ms + 100  # broker.heartbeat.interval.ms
+    assert not h.sent(h.tick(99), "BrokerHeartbeat")
     [heartbeat] = h.sent(h.tick(1), "BrokerHeartbeat")
     # One heartbeat in flight at a time, however late its answer.
     assert not h.sent(h.tick(500), "BrokerHeartbeat")
@@ -341,12 +343,16 @@ def test_long_poll_expires_on_tick() -> None:
 def test_parked_fetch_is_answered_when_leadership_moves() -> None:
     h = BrokerHarness()
     h.start(ORDERS)
-    request = broker_pb2.FetchRequest(replica_id=-1, max_wait_ms=5000, min_bytes=1, partitions=[
-        broker_pb2.FetchPartition(topic="orders", partition=0, fetch_offset=0, partition_max_bytes=1 << 20)])
-    envelope, _ = h.request("Fetch", request)
+    parked = []
+    for epoch in (-1, 0):  # unknown epoch / the epoch the leadership moves away from
+        request = broker_pb2.FetchRequest(replica_id=-1, max_wait_ms=5000, min_bytes=1, partitions=[
+            broker_pb2.FetchPartition(topic="orders", partition=0, fetch_offset=0, partition_max_bytes=1 << 20,
+                                      current_leader_epoch=epoch)])
+        parked.append(h.request("Fetch", request)[0])
     fx = h.apply([leader_change_record("T1", 0, leader=2, leader_epoch=1)])
-    [reply] = [r for r in fx.replies if r.request_id == envelope.request_id]
-    assert reply.message.partitions[0].error_code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    codes = [next(r for r in fx.replies if r.request_id == e.request_id).message.partitions[0].error_code
+             for e in parked]
+    assert codes == [ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH]
 
 
 # ---------------------------------------------------------------- list offsets
