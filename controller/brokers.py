@@ -10,6 +10,8 @@ Lifecycle of a broker as the controller sees it:
    instead rejects the new incarnation until the old session expires; brokerlab accepts it at
    once, for fast restarts.) The replaced incarnation's heartbeats then get STALE_BROKER_EPOCH
    and its registrations are refused with STALE_BROKER_EPOCH too, so it cannot take back the id.
+   A restarted broker is in no ISR (except as the last member of one): its leaders add it back
+   with AlterPartition once it has caught up.
 2. The broker heartbeats with its epoch and ``current_metadata_offset`` (offset of the last
    metadata record it applied, -1 if none). It is caught up once that offset reaches its own
    registration record (offset = broker_epoch) - Kafka's rule - and a fenced, caught-up broker
@@ -17,10 +19,13 @@ Lifecycle of a broker as the controller sees it:
    for leaderless partitions it replicates).
 3. A broker silent for longer than ``broker.session.timeout.ms`` is fenced (partition changes
    moving its leaderships and dropping it from ISRs, then FenceBrokerRecord). ``want_fence``
-   fences it too; ``want_shut_down`` fences it and answers ``should_shut_down``.
+   fences it too. ``want_shut_down`` starts a controlled shutdown (controller/controlled_shutdown.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Collection
 
 from brokerlab.errors import ErrorCode
 from brokerlab.sansio import TraceEvent
@@ -42,8 +47,20 @@ from controller.result import ControllerResult
 from controller.state import BrokerRegistration, ControllerState
 
 
+@dataclass
+class ShutdownProgress:
+    """A broker in controlled shutdown (soft state, as Kafka's CONTROLLED_SHUTDOWN state)."""
+
+    started_ms: int
+    # Brokers that took over from it (new leaders, leaders whose ISR it left) -> the journal
+    # offset they must have replayed before it may stop, so nobody waits for it after it left.
+    waits: dict[int, int] = field(default_factory=dict)
+    leaders_moved: int = 0
+
+
 class BrokerHeartbeatManager:
-    """When each broker was last heard from: soft state, not journaled (as in Kafka).
+    """What the controller knows of each broker without journaling it (as in Kafka): when it was
+    last heard from, which metadata offset it has replayed, whether it is shutting down.
 
     A broker's session is valid while ``now_ms - last_contact_ms <= session_timeout_ms``.
     """
@@ -51,6 +68,8 @@ class BrokerHeartbeatManager:
     def __init__(self, session_timeout_ms: int) -> None:
         self.session_timeout_ms = session_timeout_ms
         self._last_contact_ms: dict[int, int] = {}
+        self._metadata_offsets: dict[int, int] = {}
+        self.shutting_down: dict[int, ShutdownProgress] = {}
 
     def touch(self, broker_id: int, now_ms: int) -> None:
         self._last_contact_ms[broker_id] = now_ms
@@ -67,6 +86,22 @@ class BrokerHeartbeatManager:
         times = [self._last_contact_ms[b] for b in broker_ids if b in self._last_contact_ms]
         return min(times) + self.session_timeout_ms + 1 if times else None
 
+    def observe_metadata_offset(self, broker_id: int, offset: int) -> None:
+        """The broker has replayed the journal up to ``offset`` (heartbeat or metadata fetch)."""
+        if offset > self._metadata_offsets.get(broker_id, -1):
+            self._metadata_offsets[broker_id] = offset
+
+    def metadata_offset(self, broker_id: int) -> int:
+        return self._metadata_offsets.get(broker_id, -1)
+
+    def new_registration(self, broker_id: int) -> None:
+        """A new incarnation: it replays the journal from scratch and is not shutting down."""
+        self._metadata_offsets.pop(broker_id, None)
+        self.shutting_down.pop(broker_id, None)
+
+    def fenced(self, broker_id: int) -> None:
+        self.shutting_down.pop(broker_id, None)
+
 
 def _invalid_registration(request: RegisterBrokerRequest) -> str | None:
     if request.broker_id < 0:
@@ -78,7 +113,9 @@ def _invalid_registration(request: RegisterBrokerRequest) -> str | None:
     return None
 
 
-def register_broker(state: ControllerState, request: RegisterBrokerRequest, next_offset: int, unclean: bool) -> ControllerResult:
+def register_broker(
+    state: ControllerState, request: RegisterBrokerRequest, next_offset: int, unclean: bool, shutting_down: Collection[int] = ()
+) -> ControllerResult:
     """``next_offset`` is the journal end offset: the records written here start at it."""
     problem = _invalid_registration(request)
     if problem is not None:
@@ -93,7 +130,7 @@ def register_broker(state: ControllerState, request: RegisterBrokerRequest, next
         return ControllerResult(RegisterBrokerResponse(error_code=ErrorCode.STALE_BROKER_EPOCH, error_message=message))
     result = ControllerResult()
     if existing is not None and not existing.fenced:
-        result.add(_fence(state, existing, "broker_restarted", unclean, fence_record=False))
+        result.add(_fence(state, existing, "broker_restarted", unclean, shutting_down, fence_record=False))
     broker_epoch = next_offset + len(result.records)
     record = RegisterBrokerRecord(
         broker_id=request.broker_id,
@@ -123,41 +160,58 @@ def register_broker(state: ControllerState, request: RegisterBrokerRequest, next
     return result
 
 
-def broker_heartbeat(state: ControllerState, request: BrokerHeartbeatRequest, unclean: bool) -> ControllerResult:
+def stale_heartbeat(state: ControllerState, request: BrokerHeartbeatRequest) -> ControllerResult | None:
+    """STALE_BROKER_EPOCH unless the heartbeat comes from the current registration of its broker."""
     broker = state.brokers.get(request.broker_id)
-    if broker is None or broker.broker_epoch != request.broker_epoch:
-        message = (
-            f"broker {request.broker_id} is not registered"
-            if broker is None
-            else f"broker {request.broker_id} has epoch {broker.broker_epoch}, not {request.broker_epoch}"
-        )
-        return ControllerResult(BrokerHeartbeatResponse(error_code=ErrorCode.STALE_BROKER_EPOCH, error_message=message, is_fenced=True))
+    if broker is not None and broker.broker_epoch == request.broker_epoch:
+        return None
+    message = (
+        f"broker {request.broker_id} is not registered"
+        if broker is None
+        else f"broker {request.broker_id} has epoch {broker.broker_epoch}, not {request.broker_epoch}"
+    )
+    return ControllerResult(BrokerHeartbeatResponse(error_code=ErrorCode.STALE_BROKER_EPOCH, error_message=message, is_fenced=True))
+
+
+def broker_heartbeat(
+    state: ControllerState, request: BrokerHeartbeatRequest, unclean: bool, shutting_down: Collection[int] = ()
+) -> ControllerResult:
+    """A heartbeat of a current registration that does not ask to shut down."""
+    broker = state.brokers[request.broker_id]
     caught_up = request.current_metadata_offset >= broker.broker_epoch
     fenced = broker.fenced
     result = ControllerResult()
-    if request.want_shut_down or request.want_fence:
+    if request.want_fence:
         if not broker.fenced:
-            reason = "controlled_shutdown" if request.want_shut_down else "fence_requested"
-            result.add(fence_broker(state, broker, reason, unclean))
+            result.add(fence_broker(state, broker, "fence_requested", unclean, shutting_down))
             fenced = True
     elif broker.fenced and caught_up:
-        result.add(unfence_broker(state, broker, unclean))
+        result.add(unfence_broker(state, broker, unclean, shutting_down))
         fenced = False
-    result.response = BrokerHeartbeatResponse(is_caught_up=caught_up, is_fenced=fenced, should_shut_down=request.want_shut_down)
+    result.response = BrokerHeartbeatResponse(is_caught_up=caught_up, is_fenced=fenced)
     return result
 
 
-def fence_broker(state: ControllerState, broker: BrokerRegistration, reason: str, unclean: bool) -> ControllerResult:
-    return _fence(state, broker, reason, unclean, fence_record=True)
+def fence_broker(
+    state: ControllerState, broker: BrokerRegistration, reason: str, unclean: bool, shutting_down: Collection[int] = ()
+) -> ControllerResult:
+    return _fence(state, broker, reason, unclean, shutting_down, fence_record=True)
 
 
-def _fence(state: ControllerState, broker: BrokerRegistration, reason: str, unclean: bool, fence_record: bool) -> ControllerResult:
+def _fence(
+    state: ControllerState,
+    broker: BrokerRegistration,
+    reason: str,
+    unclean: bool,
+    shutting_down: Collection[int],
+    fence_record: bool,
+) -> ControllerResult:
     """Move leaderships and ISR membership off ``broker`` first, then (optionally) fence it.
 
     In that order every prefix of the records keeps "a leader is an unfenced broker" true.
     A re-registration fences through its new (fenced) RegisterBrokerRecord instead.
     """
-    changes = changes_for_fenced_broker(state, broker.broker_id, reason, unclean)
+    changes = changes_for_fenced_broker(state, broker.broker_id, reason, unclean, shutting_down)
     result = ControllerResult(records=[c.record for c in changes])
     if fence_record:
         result.records.append(MetadataRecord(fence_broker=FenceBrokerRecord(broker_id=broker.broker_id, broker_epoch=broker.broker_epoch)))
@@ -177,8 +231,10 @@ def _fence(state: ControllerState, broker: BrokerRegistration, reason: str, uncl
     return result
 
 
-def unfence_broker(state: ControllerState, broker: BrokerRegistration, unclean: bool) -> ControllerResult:
-    changes = changes_for_unfenced_broker(state, broker.broker_id, "broker_unfenced", unclean)
+def unfence_broker(
+    state: ControllerState, broker: BrokerRegistration, unclean: bool, shutting_down: Collection[int] = ()
+) -> ControllerResult:
+    changes = changes_for_unfenced_broker(state, broker.broker_id, "broker_unfenced", unclean, shutting_down)
     record = MetadataRecord(unfence_broker=UnfenceBrokerRecord(broker_id=broker.broker_id, broker_epoch=broker.broker_epoch))
     result = ControllerResult(records=[record] + [c.record for c in changes])
     result.events.append(TraceEvent("BrokerUnfenced", {"broker_id": broker.broker_id, "broker_epoch": broker.broker_epoch}))

@@ -1,13 +1,19 @@
-"""ControllerCore: the sans-IO controller (broker registry, fencing, topics, metadata journal).
+"""ControllerCore: the sans-IO controller (brokers, fencing, topics, elections, ISR, metadata journal).
 
 Every command follows Kafka's ControllerResult + replay pattern: a handler reads the state and
 returns records plus a response; the core appends the records to the journal (fsynced), replays
 them into the state, answers parked metadata fetches that were waiting for them, emits the trace
 events, and only then releases the response. Start-up replays the whole journal.
 
-Soft state (not journaled, as in Kafka): broker heartbeat times and parked FetchMetadataRecords
-long-polls. After a restart every unfenced broker gets a fresh session from the first
-``step``/``tick`` (Kafka's grace period for a newly active controller).
+Soft state (not journaled, as in Kafka): broker heartbeat times, the metadata offset each broker
+has replayed, which brokers are in controlled shutdown, parked FetchMetadataRecords long-polls
+and the leader-rebalance timer. After a restart every unfenced broker gets a fresh session from
+the first ``step``/``tick`` (Kafka's grace period for a newly active controller), and a broker
+still shutting down says so again in its next heartbeat.
+
+The automatic leader rebalance (controller/elections.py) is armed, as in KRaft, only while some
+partition is not led by its preferred replica: it runs ``leader.imbalance.check.interval.seconds``
+after that is first seen, then every interval while it lasts.
 """
 
 from __future__ import annotations
@@ -19,9 +25,19 @@ from brokerlab.errors import ErrorCode
 from brokerlab.sansio import Effects, Envelope, Random, TraceEvent
 from brokerlab.v1.common_pb2 import Endpoint
 from brokerlab.v1.controller_pb2 import DescribeClusterResponse, FetchMetadataRecordsResponse
-from controller.brokers import BrokerHeartbeatManager, broker_heartbeat, fence_broker, register_broker
+from controller.alter_partition import alter_partition
+from controller.brokers import (
+    BrokerHeartbeatManager,
+    broker_heartbeat,
+    fence_broker,
+    register_broker,
+    stale_heartbeat,
+)
 from controller.config import ControllerConfig
+from controller.controlled_shutdown import controlled_shutdown
+from controller.elections import elect_leaders, is_imbalanced, rebalance_leaders
 from controller.journal import MetadataJournal
+from controller.partition_change import eligible_brokers
 from controller.result import ControllerResult
 from controller.state import ControllerState
 from controller.topics import create_topics, delete_topics
@@ -51,6 +67,9 @@ class ControllerCore:
         self.heartbeats = BrokerHeartbeatManager(config.session_timeout_ms)
         self.parked: list[ParkedFetch] = []
         self._started = False
+        # When the automatic leader rebalance runs next; None while every leader is preferred.
+        self.rebalance_due_ms: int | None = None
+        self._imbalance: tuple[int, bool] = (-1, False)  # (applied_records, imbalanced) cache
         # What start-up did, for the process to log (the core has no Effects before its first step).
         self.recovery_events = [
             TraceEvent(
@@ -65,6 +84,8 @@ class ControllerCore:
             "CreateTopics": self.handle_create_topics,
             "DeleteTopics": self.handle_delete_topics,
             "DescribeCluster": self.handle_describe_cluster,
+            "AlterPartition": self.handle_alter_partition,
+            "ElectLeaders": self.handle_elect_leaders,
         }
 
     # ---- the core contract ----
@@ -75,7 +96,9 @@ class ControllerCore:
         handler = self._handlers.get(envelope.rpc)
         if handler is None:
             raise ValueError(f"the controller does not serve {envelope.rpc!r}")
-        return handler(envelope, now_ms)
+        effects = handler(envelope, now_ms)
+        self._arm_rebalance(now_ms)
+        return effects
 
     def tick(self, now_ms: int) -> Effects:
         self._start(now_ms)
@@ -84,8 +107,15 @@ class ControllerCore:
         unfenced = [b.broker_id for b in self.state.unfenced_brokers()]
         for broker_id in self.heartbeats.expired(now_ms, unfenced):
             broker = self.state.brokers[broker_id]
-            result = fence_broker(self.state, broker, "session_timeout", self.config.unclean_leader_election_enable)
+            result = fence_broker(self.state, broker, "session_timeout", self.config.unclean_leader_election_enable, self._shutting_down())
+            self.heartbeats.fenced(broker_id)
             self._commit(result, effects)
+        if self.rebalance_due_ms is not None and now_ms >= self.rebalance_due_ms:
+            self.rebalance_due_ms = None
+            if self.config.auto_leader_rebalance_enable:
+                eligible = eligible_brokers(self.state, self._shutting_down())
+                self._commit(rebalance_leaders(self.state, eligible, self.config.leader_imbalance_per_broker_percentage), effects)
+        self._arm_rebalance(now_ms)
         return effects
 
     def next_deadline_ms(self) -> int | None:
@@ -95,22 +125,42 @@ class ControllerCore:
         expiry = self.heartbeats.next_expiry_ms([b.broker_id for b in self.state.unfenced_brokers()])
         if expiry is not None:
             deadlines.append(expiry)
+        if self.rebalance_due_ms is not None:
+            deadlines.append(self.rebalance_due_ms)
         return min(deadlines) if deadlines else None
 
     # ---- handlers ----
     def handle_register_broker(self, envelope: Envelope, now_ms: int) -> Effects:
         request = envelope.message
-        result = register_broker(self.state, request, self.journal.end_offset, self.config.unclean_leader_election_enable)
+        result = register_broker(
+            self.state, request, self.journal.end_offset, self.config.unclean_leader_election_enable, self._shutting_down()
+        )
         if result.response.error_code == ErrorCode.NONE:
+            if result.records:
+                self.heartbeats.new_registration(request.broker_id)
             self.heartbeats.touch(request.broker_id, now_ms)
         return self._finish(envelope, result)
 
     def handle_broker_heartbeat(self, envelope: Envelope, now_ms: int) -> Effects:
         request = envelope.message
-        result = broker_heartbeat(self.state, request, self.config.unclean_leader_election_enable)
-        if result.response.error_code == ErrorCode.NONE:
-            self.heartbeats.touch(request.broker_id, now_ms)
+        stale = stale_heartbeat(self.state, request)
+        if stale is not None:
+            return self._finish(envelope, stale)
+        self.heartbeats.touch(request.broker_id, now_ms)
+        self.heartbeats.observe_metadata_offset(request.broker_id, request.current_metadata_offset)
+        unclean = self.config.unclean_leader_election_enable
+        if request.want_shut_down or request.broker_id in self.heartbeats.shutting_down:
+            result = controlled_shutdown(self.state, request, self.heartbeats, self.journal.end_offset, now_ms, unclean)
+        else:
+            result = broker_heartbeat(self.state, request, unclean, self._shutting_down())
         return self._finish(envelope, result)
+
+    def handle_alter_partition(self, envelope: Envelope, now_ms: int) -> Effects:
+        return self._finish(envelope, alter_partition(self.state, envelope.message, self._shutting_down()))
+
+    def handle_elect_leaders(self, envelope: Envelope, now_ms: int) -> Effects:
+        eligible = eligible_brokers(self.state, self._shutting_down())
+        return self._finish(envelope, elect_leaders(self.state, envelope.message, eligible))
 
     def handle_create_topics(self, envelope: Envelope, now_ms: int) -> Effects:
         return self._finish(envelope, create_topics(self.state, envelope.message, self.config, self.random))
@@ -133,6 +183,9 @@ class ControllerCore:
         request = envelope.message
         effects = Effects()
         end = self.journal.end_offset
+        if 0 < request.fetch_offset <= end and request.broker_id in self.state.brokers:
+            # Asking for fetch_offset means it has the records before it (controlled shutdown waits on this).
+            self.heartbeats.observe_metadata_offset(request.broker_id, request.fetch_offset - 1)
         if not 0 <= request.fetch_offset <= end:
             # The broker is ahead of the journal (it was wiped or lost a tail): it must refetch from 0.
             effects.reply(
@@ -155,6 +208,19 @@ class ControllerCore:
         return effects
 
     # ---- internals ----
+    def _shutting_down(self) -> frozenset[int]:
+        return frozenset(self.heartbeats.shutting_down)
+
+    def _arm_rebalance(self, now_ms: int) -> None:
+        """Arm the rebalance timer when some partition is not led by its preferred replica."""
+        if not self.config.auto_leader_rebalance_enable or self.rebalance_due_ms is not None:
+            return
+        applied = self.state.applied_records
+        if self._imbalance[0] != applied:
+            self._imbalance = (applied, is_imbalanced(self.state))
+        if self._imbalance[1]:
+            self.rebalance_due_ms = now_ms + self.config.leader_imbalance_check_interval_ms
+
     def _start(self, now_ms: int) -> None:
         if self._started:
             return

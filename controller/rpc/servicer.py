@@ -48,6 +48,12 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     async def DescribeCluster(self, request, context):
         return await self._call("DescribeCluster", request, context)
 
+    async def AlterPartition(self, request, context):
+        return await self._call("AlterPartition", request, context, broker_node(request.broker_id))
+
+    async def ElectLeaders(self, request, context):
+        return await self._call("ElectLeaders", request, context)
+
 
 def add_controller_service(server: grpc.aio.Server, driver: CoreDriver) -> ControllerServicer:
     servicer = ControllerServicer(driver)

@@ -9,6 +9,7 @@ from brokerlab.disk import MemoryDisk
 from brokerlab.sansio import Effects, Envelope
 from brokerlab.v1 import controller_pb2 as pb
 from brokerlab.v1.common_pb2 import Endpoint
+from brokerlab.v1.metadata_pb2 import TopicConfig
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.journal import MetadataJournal
@@ -100,7 +101,48 @@ class Harness:
         (result,) = self.create_topics(pb.CreatableTopic(name=name, num_partitions=partitions, replication_factor=replication_factor, **kwargs))
         return result
 
+    def create_assigned(self, name: str, assignment: list[list[int]], configs: dict[str, str] | None = None):
+        """A topic with a manual assignment (replica lists; the first replica is the preferred leader)."""
+        result = self.create_topic(
+            name,
+            assignments=[pb.ReplicaAssignment(partition=i, broker_ids=r) for i, r in enumerate(assignment)],
+            configs=[TopicConfig(name=k, value=v) for k, v in (configs or {}).items()],
+        )
+        assert result.error_code == 0, result
+        return result
+
     def partitions(self, name: str):
         topic = self.core.state.topic_by_name(name)
         assert topic is not None, name
         return [topic.partitions[i] for i in sorted(topic.partitions)]
+
+    def partition(self, name: str, index: int = 0):
+        return self.partitions(name)[index]
+
+    # ---- replication (issue 3) ----
+    def alter_partition(self, broker_id: int, broker_epoch: int, items: list[pb.AlterPartitionItem], now_ms: int | None = None):
+        request = pb.AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, partitions=items)
+        return self.call("AlterPartition", request, now_ms)
+
+    def alter_isr(self, broker_id: int, broker_epoch: int, topic: str, index: int, new_isr: list[int], **overrides):
+        """AlterPartition for one partition, with its current epochs unless overridden; returns the item result."""
+        p = self.partition(topic, index)
+        item = pb.AlterPartitionItem(
+            topic=topic,
+            partition=index,
+            leader_epoch=overrides.pop("leader_epoch", p.leader_epoch),
+            new_isr=new_isr,
+            partition_epoch=overrides.pop("partition_epoch", p.partition_epoch),
+        )
+        response = self.alter_partition(broker_id, broker_epoch, [item], **overrides)
+        assert len(response.partitions) == 1, response
+        return response.partitions[0]
+
+    def elect(self, election_type: int, partitions: dict[str, list[int]] | None = None):
+        request = pb.ElectLeadersRequest(election_type=election_type)
+        for topic, indexes in (partitions or {}).items():
+            request.topic_partitions.add(topic=topic, partitions=indexes)
+        return self.call("ElectLeaders", request)
+
+    def records_since(self, offset: int) -> list:
+        return self.core.journal.read(offset, 10_000)

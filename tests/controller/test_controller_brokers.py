@@ -161,18 +161,27 @@ def test_no_live_isr_member_means_no_leader_unless_unclean():
         (p,) = h.partitions("t")
         if unclean or topic_override:
             assert (p.leader_id, p.isr) == (2, [2])
-            assert h.events[-1].fields.get("unclean") is True
+            changed, unclean_event = h.events[-2:]
+            assert changed.name == "LeaderChanged" and changed.fields.get("unclean") is True
+            assert unclean_event.name == "UncleanLeaderElected"
+            assert unclean_event.fields == {
+                "topic": "t", "partition": 0, "leader": 2, "leader_epoch": 2, "previous_isr": [1], "reason": "broker_unfenced"
+            }
         else:
             assert (p.leader_id, p.isr) == (NO_LEADER, [1])
 
 
-def test_controlled_shutdown_request_fences_and_moves_leaders():
+def test_controlled_shutdown_request_moves_leaders_then_fences():
     h = Harness()
     epochs = h.start_brokers([1, 2, 3])
     h.create_topic("t", 3, 3)
-    response = h.heartbeat(1, epochs[1], want_shut_down=True)
-    assert response.should_shut_down and response.is_fenced
+    first = h.heartbeat(1, epochs[1], want_shut_down=True)
+    assert not first.should_shut_down and not first.is_fenced  # leaderships moved, others must learn it
     assert all(p.leader_id != 1 and 1 not in p.isr for p in h.partitions("t"))
+    h.heartbeat(2, epochs[2])
+    h.heartbeat(3, epochs[3])
+    second = h.heartbeat(1, epochs[1], want_shut_down=True)
+    assert second.should_shut_down and second.is_fenced
     assert [e.fields["reason"] for e in h.events if e.name == "BrokerFenced"] == ["controlled_shutdown"]
 
 

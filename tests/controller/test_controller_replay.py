@@ -68,6 +68,43 @@ def test_describe_cluster_after_restart():
     assert after == before
 
 
+def replication_cluster() -> Harness:
+    """Every record kind of issue 3: ISR shrink/expand, elections on demand, rebalance, controlled shutdown."""
+    h = Harness(ControllerConfig(leader_imbalance_check_interval_seconds=1), seed=5)
+    epochs = h.start_brokers([1, 2, 3])
+    h.create_assigned("t", [[1, 2, 3], [2, 3, 1]])
+    h.create_assigned("u", [[3, 1]])
+    h.alter_isr(1, epochs[1], "t", 0, [1, 2])  # shrink
+    h.alter_isr(1, epochs[1], "t", 0, [1, 2, 3])  # expand
+    h.heartbeat(1, epochs[1], want_fence=True)  # t-0 moves to 2
+    h.heartbeat(1, epochs[1])
+    h.alter_isr(2, epochs[2], "t", 0, [2, 3, 1])
+    h.elect(pb.ELECTION_TYPE_PREFERRED, {"t": [0]})  # back to 1
+    h.heartbeat(1, epochs[1], want_fence=True, now_ms=10)
+    h.heartbeat(1, epochs[1], now_ms=20)
+    h.alter_isr(2, epochs[2], "t", 0, [2, 3, 1], now_ms=30)
+    for b in (1, 2, 3):
+        h.heartbeat(b, epochs[b], now_ms=1030)
+    h.tick(1030)  # automatic rebalance moves t-0 back to 1
+    assert h.partition("t", 0).leader_id == 1
+    h.alter_isr(3, epochs[3], "u", 0, [3], now_ms=1040)
+    h.heartbeat(3, epochs[3], want_shut_down=True, now_ms=1050)  # t-1 ISR loses 3; u-0 is kept
+    h.heartbeat(1, epochs[1], now_ms=1060)
+    h.heartbeat(2, epochs[2], now_ms=1060)
+    assert h.heartbeat(3, epochs[3], want_shut_down=True, now_ms=1150).should_shut_down
+    h.elect(pb.ELECTION_TYPE_UNCLEAN, {"u": [0]})  # u-0 was left leaderless: 1 takes it, uncleanly
+    assert h.partition("u", 0).leader_id == 1
+    return h
+
+
+def test_rebuilt_controller_equals_the_original_after_replication_changes():
+    h = replication_cluster()
+    reasons = {r.partition_change.reason for r in h.core.journal.records() if r.WhichOneof("record") == "partition_change"}
+    assert reasons >= {"isr_shrink", "isr_expand", "preferred_election", "auto_leader_rebalance", "controlled_shutdown", "unclean_election"}
+    original = h.core.state
+    assert h.restart(crash=True).state == original
+
+
 commands = st.lists(
     st.one_of(
         st.tuples(st.just("register"), st.integers(1, 4), st.sampled_from(["a", "b"])),
@@ -75,35 +112,94 @@ commands = st.lists(
         st.tuples(st.just("create"), st.sampled_from(["t1", "t2", "t.3", "t_3"]), st.integers(-1, 4), st.integers(-1, 3)),
         st.tuples(st.just("delete"), st.sampled_from(["t1", "t2", "t.3"])),
         st.tuples(st.just("advance"), st.integers(1, 1500)),
+        # Time passes in a healthy cluster: every broker heartbeats, every follower catches up.
+        st.tuples(st.just("live"), st.integers(1, 1500)),
+        # Issue 3: the leader of a partition asks for an ISR (leader + a subset of the replicas,
+        # possibly fenced or shutting down ones), elections on demand, controlled shutdown.
+        st.tuples(st.just("alter"), st.sampled_from(["t1", "t2", "t.3"]), st.integers(0, 3), st.integers(0, 15)),
+        st.tuples(st.just("catch_up"), st.sampled_from(["t1", "t2", "t.3"]), st.integers(0, 3)),
+        st.tuples(st.just("elect"), st.sampled_from([pb.ELECTION_TYPE_PREFERRED, pb.ELECTION_TYPE_UNCLEAN]), st.booleans()),
+        st.tuples(st.just("shutdown"), st.integers(1, 4)),
     ),
-    max_size=30,
+    max_size=40,
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(commands=commands, seed=st.integers(0, 1000))
-def test_any_command_sequence_replays_to_the_same_state(commands, seed):
+def check_invariants(h: Harness, seen: dict) -> None:
+    state = h.core.state
+    for topic in state.topics.values():
+        for index, p in topic.partitions.items():
+            assert p.isr and set(p.isr) <= set(p.replicas), "ISR ⊆ replicas, never empty"
+            assert p.leader_id == -1 or p.leader_id in p.isr, "leader ∈ ISR ∪ {-1}"
+            assert p.leader_id == -1 or state.is_unfenced(p.leader_id), "leader is unfenced"
+            key = (topic.topic_id, index)
+            if key in seen:
+                leader, leader_epoch, partition_epoch = seen[key]
+                assert p.leader_epoch >= leader_epoch and p.partition_epoch >= partition_epoch, "epochs never decrease"
+                assert p.leader_id == leader or p.leader_epoch > leader_epoch, "a new leader has a new epoch"
+            seen[key] = (p.leader_id, p.leader_epoch, p.partition_epoch)
+
+
+def catch_up(h: Harness, epochs: dict[int, int], name: str, index: int) -> None:
+    """Every live replica has caught up: the leader adds them all to the ISR (maybe refused)."""
+    topic = h.core.state.topic_by_name(name)
+    p = topic.partitions.get(index) if topic is not None else None
+    if p is not None and p.leader_id in epochs:
+        live = [b for b in p.replicas if b not in p.isr and h.core.state.is_unfenced(b)]
+        if live:
+            h.alter_isr(p.leader_id, epochs[p.leader_id], name, index, p.isr + live)
+
+
+def run_command(h: Harness, epochs: dict[int, int], command) -> None:
+    kind = command[0]
+    if kind == "register":
+        epochs[command[1]] = h.register(command[1], incarnation=f"{command[1]}-{command[2]}").broker_epoch
+    elif kind == "heartbeat" and command[1] in epochs:
+        h.heartbeat(command[1], epochs[command[1]], want_fence=command[2])
+    elif kind == "create":
+        h.create_topic(command[1], command[2], command[3])
+    elif kind == "delete":
+        h.call("DeleteTopics", pb.DeleteTopicsRequest(names=[command[1]]))
+    elif kind == "advance":
+        h.tick(h.now_ms + command[1])
+    elif kind == "live":
+        for topic in list(h.core.state.topics.values()):
+            for index in sorted(topic.partitions):
+                catch_up(h, epochs, topic.name, index)
+        end = h.now_ms + command[1]
+        while h.now_ms < end:
+            now_ms = min(end, h.now_ms + 250)
+            for broker_id, epoch in epochs.items():
+                h.heartbeat(broker_id, epoch, now_ms=now_ms)
+            h.tick(now_ms)
+    elif kind == "alter":
+        topic = h.core.state.topic_by_name(command[1])
+        p = topic.partitions.get(command[2]) if topic is not None else None
+        if p is not None and p.leader_id in epochs:
+            new_isr = [p.leader_id] + [b for i, b in enumerate(p.replicas) if command[3] >> i & 1 and b != p.leader_id]
+            h.alter_isr(p.leader_id, epochs[p.leader_id], command[1], command[2], new_isr)
+    elif kind == "catch_up":
+        catch_up(h, epochs, command[1], command[2])
+    elif kind == "elect":
+        h.elect(command[1], {"t1": []} if command[2] else None)
+    elif kind == "shutdown" and command[1] in epochs:
+        h.heartbeat(command[1], epochs[command[1]], want_shut_down=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(commands=commands, seed=st.integers(0, 1000), unclean=st.booleans())
+def test_any_command_sequence_keeps_the_invariants_and_replays_to_the_same_state(commands, seed, unclean):
     disk = MemoryDisk()
-    h = Harness(seed=seed, disk=disk)
-    epochs: dict[int, int] = {}
+    config = ControllerConfig(leader_imbalance_check_interval_seconds=1, unclean_leader_election_enable=unclean)
+    h = Harness(config, seed=seed, disk=disk)
+    # Start from a running cluster with replicated topics, so that most commands have something to act on.
+    epochs: dict[int, int] = h.start_brokers([1, 2, 3])
+    h.create_topic("t1", 2, 3)
+    h.create_topic("t2", 2, 2)
+    seen: dict = {}
     for command in commands:
-        kind = command[0]
-        if kind == "register":
-            epochs[command[1]] = h.register(command[1], incarnation=f"{command[1]}-{command[2]}").broker_epoch
-        elif kind == "heartbeat" and command[1] in epochs:
-            h.heartbeat(command[1], epochs[command[1]], want_fence=command[2])
-        elif kind == "create":
-            h.create_topic(command[1], command[2], command[3])
-        elif kind == "delete":
-            h.call("DeleteTopics", pb.DeleteTopicsRequest(names=[command[1]]))
-        elif kind == "advance":
-            h.tick(h.now_ms + command[1])
-        # Invariant after every command: a leader is an unfenced ISR member.
-        for topic in h.core.state.topics.values():
-            for p in topic.partitions.values():
-                assert p.isr and set(p.isr) <= set(p.replicas)
-                if p.leader_id != -1:
-                    assert p.leader_id in p.isr and h.core.state.is_unfenced(p.leader_id)
+        run_command(h, epochs, command)
+        check_invariants(h, seen)
     rebuilt = ControllerState()
     for record in MetadataJournal(disk).records():
         rebuilt.replay(record)
