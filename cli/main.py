@@ -7,10 +7,10 @@ import argparse
 import os
 import sys
 
-from cli import bench, cluster, consume, demo, produce, topic
+from cli import bench, cluster, consume, demo, leader, produce, topic
 from cli.common import EXIT_INTERRUPTED, report, usage_error
 
-GROUPS = (cluster, topic, produce, consume, bench, demo)
+GROUPS = (cluster, topic, leader, produce, consume, bench, demo)
 
 
 class Parser(argparse.ArgumentParser):

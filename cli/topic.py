@@ -1,4 +1,11 @@
-"""``brokerlab topic create|list|delete|describe`` through the Admin client (sent to the controller)."""
+"""``brokerlab topic create|list|delete|describe`` through the Admin client (sent to the controller).
+
+``describe`` filters, as kafka-topics.sh (one at a time): ``--under-replicated`` partitions with a
+leader and fewer ISR members than replicas; ``--under-min-isr`` partitions without a leader or with
+fewer ISR members than ``min.insync.replicas`` (the topic's when the description carries its
+configs, else ``--min-insync-replicas``, default 2 as the cluster's); ``--unavailable`` partitions
+without a leader. Topics with no matching partition are left out.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ from typing import Any
 
 from cli.common import EXIT_OK, add_bootstrap_argument, bootstrap_of, parse_key_values, usage_error
 from cli.output import int_list, print_json, table
+
+DEFAULT_MIN_INSYNC_REPLICAS = 2
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,6 +46,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     describe = sub.add_parser("describe", help="partitions: leader, leader epoch, replicas, isr, offsets")
     describe.add_argument("names", nargs="*", metavar="NAME", help="topics to describe (default: all)")
     describe.add_argument("--json", action="store_true", help="print JSON (shape in README)")
+    only = describe.add_mutually_exclusive_group()
+    only.add_argument("--under-replicated", action="store_true", help="only partitions whose ISR is smaller than their replicas")
+    only.add_argument("--under-min-isr", action="store_true",
+                      help="only partitions without a leader or with fewer ISR members than min.insync.replicas")
+    only.add_argument("--unavailable", action="store_true", help="only partitions without a leader")
+    describe.add_argument("--min-insync-replicas", type=int, default=DEFAULT_MIN_INSYNC_REPLICAS, metavar="N",
+                          help="min.insync.replicas for --under-min-isr when the topic's is not known "
+                               f"(default {DEFAULT_MIN_INSYNC_REPLICAS}, the cluster default)")
     add_bootstrap_argument(describe)
     describe.set_defaults(func=cmd_describe)
 
@@ -133,12 +150,44 @@ def describe_text(data: dict) -> str:
     return "\n\n".join(blocks) if blocks else "no topics"
 
 
+def partition_filter(args: argparse.Namespace):
+    """``(topic json, partition json) -> bool`` for the chosen describe filter, or None."""
+    if args.min_insync_replicas < 1:
+        raise usage_error("--min-insync-replicas must be at least 1")
+    if args.under_replicated:
+        return lambda topic, p: p["leader"] >= 0 and len(p["isr"]) < len(p["replicas"])
+    if args.under_min_isr:
+        def under_min_isr(topic, p) -> bool:
+            min_isr = int(topic["configs"].get("min.insync.replicas", args.min_insync_replicas))
+            return p["leader"] < 0 or len(p["isr"]) < min_isr
+
+        return under_min_isr
+    if args.unavailable:
+        return lambda topic, p: p["leader"] < 0
+    return None
+
+
+def filter_partitions(data: dict, keep) -> dict:
+    """Only the partitions ``keep`` accepts; topics left without any are dropped."""
+    topics = []
+    for topic in data["topics"]:
+        partitions = [p for p in topic["partitions"] if keep(topic, p)]
+        if partitions:
+            topics.append({**topic, "partitions": partitions})
+    return {"topics": topics}
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     names = args.names or None
+    keep = partition_filter(args)
     descriptions = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.describe_topics(names)))
     data = describe_json(sorted(descriptions, key=lambda t: t.name))
+    if keep is not None:
+        data = filter_partitions(data, keep)
     if args.json:
         print_json(data)
+    elif keep is not None and not data["topics"]:
+        print("no matching partitions")
     else:
         print(describe_text(data))
     return EXIT_OK

@@ -1,6 +1,14 @@
 """brokerlab client package."""
 
-from client.admin import Admin, ClusterDescription, NewTopic, Node, PartitionDescription, TopicDescription
+from client.admin import (
+    Admin,
+    ClusterDescription,
+    ElectionResult,
+    NewTopic,
+    Node,
+    PartitionDescription,
+    TopicDescription,
+)
 from client.consumer import Consumer, ConsumerRecord, RecordDeserializationError
 from client.producer import BufferExhaustedError, Producer, RecordHandle, RecordMetadata
 
@@ -10,6 +18,7 @@ __all__ = [
     "ClusterDescription",
     "Consumer",
     "ConsumerRecord",
+    "ElectionResult",
     "NewTopic",
     "Node",
     "PartitionDescription",

@@ -1,4 +1,4 @@
-"""The asyncio Admin client: create, delete, list and describe topics; describe the cluster.
+"""The asyncio Admin client: create, delete, list and describe topics; elect leaders; describe the cluster.
 
 Topic changes go to the controller (its endpoint comes with every MetadataResponse);
 descriptions come from broker metadata plus each leader's DescribeLogDirs for the log end
@@ -67,6 +67,49 @@ class TopicDescription:
     topic_id: str
     is_internal: bool
     partitions: tuple[PartitionDescription, ...]
+
+
+@dataclass(frozen=True)
+class ElectionResult:
+    """One partition's answer to ``elect_leaders``: ``error`` is None when a leader was elected.
+
+    ELECTION_NOT_NEEDED (already the preferred leader / already led) comes back as an error
+    like the others, as in Kafka; ``leader`` and ``leader_epoch`` are the partition's state after.
+    """
+
+    topic: str
+    partition: int
+    error: KafkaError | None
+    leader: int
+    leader_epoch: int
+
+
+ELECTION_TYPES = {
+    "preferred": controller_pb2.ELECTION_TYPE_PREFERRED,
+    "unclean": controller_pb2.ELECTION_TYPE_UNCLEAN,
+}
+
+
+def _election_type(election_type: str | int) -> int:
+    if isinstance(election_type, str):
+        try:
+            return ELECTION_TYPES[election_type.lower()]
+        except KeyError:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, f"election type must be preferred or unclean, not {election_type!r}") from None
+    return int(election_type)
+
+
+def _topic_partitions(partitions) -> list[controller_pb2.TopicPartitions]:
+    """TopicPartition / (topic, partition) pairs, or a bare topic name for all of its partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for item in partitions:
+        if isinstance(item, str):
+            by_topic[item] = []
+            continue
+        topic, partition = item
+        if by_topic.get(topic) != []:
+            by_topic.setdefault(topic, []).append(partition)
+    return [controller_pb2.TopicPartitions(topic=t, partitions=p) for t, p in by_topic.items()]
 
 
 @dataclass(frozen=True)
@@ -278,6 +321,34 @@ class Admin:
             name in found and found[name].partitions and all(p.leader_id >= 0 for p in found[name].partitions)
             for name in wanted
         )
+
+    # ---- leaders -----------------------------------------------------------------------------
+
+    async def elect_leaders(self, election_type: str | int = "preferred", partitions=None) -> list[ElectionResult]:
+        """Preferred or unclean leader election (Kafka's ``Admin.electLeaders``), run by the controller.
+
+        ``partitions``: ``TopicPartition``s or ``(topic, partition)`` pairs, a topic name for all
+        of its partitions, or None for every partition of every topic (then the partitions that
+        needed nothing are left out). Per-partition failures are in the results; a request the
+        controller refuses as a whole raises KafkaError.
+        """
+        request = controller_pb2.ElectLeadersRequest(election_type=_election_type(election_type))
+        if partitions is not None:
+            request.topic_partitions.extend(_topic_partitions(partitions))
+        response = await self._link.call_controller("ElectLeaders", request)
+        if response.error_code != ErrorCode.NONE:
+            raise KafkaError(response.error_code, response.error_message or "leader election refused")
+        self._link.cache.request_update()
+        return [
+            ElectionResult(
+                r.topic,
+                r.partition,
+                None if r.error_code == ErrorCode.NONE else KafkaError(r.error_code, f"{r.topic}-{r.partition}: {r.error_message}"),
+                r.leader_id,
+                r.leader_epoch,
+            )
+            for r in response.results
+        ]
 
     # ---- cluster -----------------------------------------------------------------------------
 
