@@ -305,8 +305,12 @@ async def _one_trial(number: int, settings: FailoverSettings, local: Any, metada
             trial.error = exc.message
         stopped_at = await stopping
         trial.exit_ms = round((stopped_at - started) * 1000, 3)
-    after = await metadata.partitions(avoid=victim)
-    trial.new_leader = after[0].leader_id if after else -1
+    try:  # the broker asked may apply the change a moment after the new leader acknowledged
+        after = await metadata.wait(lambda ps: ps[0].leader_id not in (victim, -1), 5.0, "the new leader",
+                                    avoid=victim)
+        trial.new_leader = after[0].leader_id
+    except KafkaError:
+        trial.new_leader = -1
     restarted = time.perf_counter()
     await asyncio.to_thread(local.start_node, name)
     await metadata.wait(lambda ps: all(victim in p.isr for p in ps), STEADY_TIMEOUT_S, f"{name} back in the ISR")

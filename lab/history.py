@@ -101,20 +101,21 @@ class History:
         self._counter = itertools.count(len(self.sends) + len(self.polls) + len(self.seeks))
         self._started = time.monotonic()
 
-    def _now_ms(self) -> float:
+    def now_ms(self) -> float:
+        """Milliseconds since the history started (the clock of every op's timestamps)."""
         return round((time.monotonic() - self._started) * 1000, 3)
 
     # ---- recording ------------------------------------------------------------------------
 
     def invoke_send(self, process: str, topic: str, partition: int, value: bytes) -> Send:
-        send = Send(next(self._counter), process, topic, partition, value, invoked_ms=self._now_ms())
+        send = Send(next(self._counter), process, topic, partition, value, invoked_ms=self.now_ms())
         self.sends.append(send)
         return send
 
     def complete_send(self, send: Send, offset: int | None = None, error: BaseException | None = None,
                       outcome: str | None = None) -> None:
         """Settle a send: acknowledged at ``offset`` (-1 / None: acks=0, so unknown), or failed."""
-        send.completed_ms = self._now_ms()
+        send.completed_ms = self.now_ms()
         if error is not None:
             send.outcome = outcome or outcome_of(error)
             code = getattr(error, "code", None)
@@ -144,12 +145,12 @@ class History:
             (r.topic, r.partition, r.offset, r.value) if hasattr(r, "offset") else tuple(r)
             for r in records
         ]
-        poll = Poll(next(self._counter), process, rows, self._now_ms())
+        poll = Poll(next(self._counter), process, rows, self.now_ms())
         self.polls.append(poll)
         return poll
 
     def record_seek(self, process: str, topic: str, partition: int, offset: int | None = None) -> Seek:
-        seek = Seek(next(self._counter), process, topic, partition, offset, self._now_ms())
+        seek = Seek(next(self._counter), process, topic, partition, offset, self.now_ms())
         self.seeks.append(seek)
         return seek
 
@@ -160,6 +161,21 @@ class History:
 
     def read_values(self) -> set[bytes]:
         return {value for poll in self.polls for (_, _, _, value) in poll.records}
+
+    def failed_between(self, start_ms: float, end_ms: float, process: str | None = None) -> list[Send]:
+        """Sends invoked in [start_ms, end_ms] that did not end acknowledged (failed or unknown)."""
+        return [s for s in self.sends if start_ms <= s.invoked_ms <= end_ms and s.outcome != OK
+                and (process is None or s.process == process)]
+
+    def longest_ack_gap_ms(self, start_ms: float, end_ms: float, process: str | None = None,
+                           partition: tuple[str, int] | None = None) -> float:
+        """The longest stretch within [start_ms, end_ms] without an acknowledgement (of ``partition``
+        if given, as ``(topic, partition)``): unavailability as a steadily sending producer saw it."""
+        times = sorted(s.completed_ms for s in self.sends if s.outcome == OK and s.completed_ms is not None
+                       and start_ms <= s.completed_ms <= end_ms and (process is None or s.process == process)
+                       and (partition is None or (s.topic, s.partition) == tuple(partition)))
+        edges = [start_ms, *times, end_ms]
+        return round(max(b - a for a, b in zip(edges, edges[1:])), 3)
 
     # ---- persistence ----------------------------------------------------------------------
 

@@ -204,3 +204,15 @@ def test_track_settles_a_send_from_its_handle_callback() -> None:
     for handle in (ok, refused):
         handle.callbacks[0](handle)
     assert (a.outcome, a.offset) == (OK, 7) and (b.outcome, b.error) == (FAIL, "NOT_ENOUGH_REPLICAS")
+
+
+def test_failures_and_the_longest_gap_without_acknowledgements_in_a_window() -> None:
+    h = History()
+    for invoked, completed, outcome in [(0, 5, OK), (10, 15, OK), (20, 400, INFO), (30, 410, OK), (500, 505, OK)]:
+        s = h.invoke_send("p1", T, 0, b"v%d" % invoked)
+        s.invoked_ms, s.completed_ms, s.outcome = invoked, completed, outcome
+    assert [s.invoked_ms for s in h.failed_between(0, 100)] == [20]
+    assert h.failed_between(100, 600) == []
+    assert h.longest_ack_gap_ms(0, 600) == 395  # 15 -> 410
+    assert h.longest_ack_gap_ms(420, 600) == 95  # the window's own edges count (505 -> 600)
+    assert h.longest_ack_gap_ms(0, 600, partition=(T, 1)) == 600  # nothing acknowledged there
