@@ -171,8 +171,10 @@ def print_failover(result, as_json: bool) -> None:
         exits = data["exit_ms"]
         print(f"  SIGTERM -> exit ms: p50 {exits['p50']:.1f}  p99 {exits['p99']:.1f}  max {exits['max']:.1f}; "
               f"failed acks=all sends during the steps: {data['failed_sends_during_steps']}")
+    gaps = data["max_ack_gap_ms"]
     print(f"  produce (acks=all): {data['sent']:,} sent, {data['acknowledged']:,} acknowledged, "
-          f"{data['failed']:,} failed")
+          f"{data['failed']:,} failed; longest wait for an ack per trial ms: p50 {gaps['p50']:.0f}  "
+          f"max {gaps['max']:.0f}")
     settings = dict(data["settings"])
     config = settings.pop("cluster_config")
     print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "trials"))

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from brokerlab.errors import ErrorCode, KafkaError
 from brokerlab.ids import TopicPartition
+from brokerlab.logfmt import utc_timestamp
 from brokerlab.v1 import broker_pb2
 from lab.bench import percentiles
 
@@ -72,6 +73,7 @@ class Trial:
     max_ack_gap_ms: float = 0.0  # the longest stretch without an acknowledgement in that window
     rejoin_ms: float | None = None  # restart -> back in every ISR
     error: str | None = None
+    signal_at: str = ""  # wall clock (UTC, like the nodes' ts=) of the signal, to line trials up with logs
 
 
 @dataclass
@@ -100,6 +102,7 @@ class FailoverResult:
                "sent": self.sent, "acknowledged": self.acknowledged, "failed": self.failed,
                "failed_trials": sum(1 for t in self.trials if t.sample_ms is None),
                "trials": [asdict(t) for t in self.trials], "settings": self.settings, "data_dir": self.data_dir}
+        out["max_ack_gap_ms"] = asdict(percentiles([t.max_ack_gap_ms for t in self.trials]))
         if self.mode == "controlled":
             exits = [t.exit_ms for t in self.trials if t.exit_ms is not None]
             out["exit_ms"] = asdict(percentiles(exits))
@@ -129,16 +132,18 @@ class ProduceLoad:
         self.error: BaseException | None = None
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Stop sending (never in the middle of a send, so every record sent is tracked)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping = True
+            await self._task
 
     async def _run(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 seq = len(self.sent_at)
                 self.sent_at.append(time.perf_counter())
                 handle = await self.producer.send(self.tp.topic, b"%012d" % seq + self.padding, partition=0)
@@ -283,6 +288,7 @@ async def _one_trial(number: int, settings: FailoverSettings, local: Any, metada
     victim = partitions[0].leader_id
     name = f"broker-{victim}"
     trial = Trial(number, victim, None)
+    trial.signal_at = utc_timestamp(time.time_ns() // 1_000_000)
     if settings.mode == "hard":
         seq = load.next_seq()
         started = time.perf_counter()
