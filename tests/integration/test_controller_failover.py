@@ -111,5 +111,10 @@ def test_stop_broker_moves_leadership_before_exit(cluster_factory, capsys):
         print(f"\n[controlled shutdown] broker {victim} led {len(led)} partition(s): controller granted the "
               f"shutdown {elapsed_ms} ms after the request; stop-broker returned after {stop_s * 1000:.0f} ms")
 
-    code = cli_main.run(["cluster", "start-broker", str(victim), "--data-dir", str(cluster.local.data_dir)])
-    assert code == 0 and "healthy" in capsys.readouterr().out
+    data_dir = str(cluster.local.data_dir)
+    code = cli_main.run(["cluster", "start-broker", str(victim), "--data-dir", data_dir])
+    try:
+        assert code == 0 and "healthy" in capsys.readouterr().out
+    finally:
+        # The fixture only knows the first process of this broker: stop the one the CLI started.
+        cli_main.run(["cluster", "stop-broker", str(victim), "--data-dir", data_dir])
