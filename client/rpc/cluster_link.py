@@ -20,6 +20,7 @@ from brokerlab.rpc.grpc_options import insecure_channel
 from brokerlab.v1 import broker_pb2
 from brokerlab.v1.broker_pb2_grpc import BrokerServiceStub
 from brokerlab.v1.controller_pb2_grpc import ControllerServiceStub
+from brokerlab.v1.group_pb2_grpc import GroupServiceStub
 from client.metadata import MetadataCache
 
 # Status codes for a whole request -> the Kafka code a client acts on.
@@ -80,6 +81,7 @@ class ClusterLink:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._broker_stubs: dict[str, BrokerServiceStub] = {}
         self._controller_stubs: dict[str, ControllerServiceStub] = {}
+        self._group_stubs: dict[str, GroupServiceStub] = {}
         self._refreshes: dict[tuple[str, ...] | None, asyncio.Future] = {}
         self._next_broker = 0  # rotates the first broker asked for metadata
         self._failed_at: dict[str, int] = {}  # address -> when a Metadata call to it last failed
@@ -152,6 +154,13 @@ class ClusterLink:
             if exc.code == ErrorCode.NETWORK_EXCEPTION:
                 self.cache.request_update()  # the broker may be gone or moved
             raise
+
+    async def call_group_at(self, address: str, rpc: str, request: Any, timeout_ms: int | None = None) -> Any:
+        """One GroupService call (consumer groups) to the broker at ``address``."""
+        stub = self._group_stubs.get(address)
+        if stub is None:
+            stub = self._group_stubs[address] = GroupServiceStub(self._channel(address))
+        return await self._call(getattr(stub, rpc), rpc, address, request, timeout_ms)
 
     async def call_controller(self, rpc: str, request: Any, timeout_ms: int | None = None) -> Any:
         address = await self.controller_address()
@@ -254,4 +263,5 @@ class ClusterLink:
         self._channels.clear()
         self._broker_stubs.clear()
         self._controller_stubs.clear()
+        self._group_stubs.clear()
         await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
