@@ -39,6 +39,8 @@ from node.broker import BrokerCore
 from node.config import BrokerConfig, parse_endpoint
 from node.log.manager import LogManager
 from node.rpc.external_listener import ExternalListener, external_endpoints
+from node.rpc.group_servicer import SERVICE_NAME as GROUP_SERVICE_NAME
+from node.rpc.group_servicer import add_group_service
 from node.rpc.servicer import SERVICE_NAME, add_broker_service
 from node.rpc.transport import BrokerTransport
 
@@ -136,7 +138,7 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
         return (broker.host, broker.port) if broker is not None else None
 
     transport = BrokerTransport(config, endpoint_of)
-    health = add_health_and_reflection(server, [SERVICE_NAME])
+    health = add_health_and_reflection(server, [SERVICE_NAME, GROUP_SERVICE_NAME])
     tasks: set[asyncio.Task] = set()
     serving = False
 
@@ -159,6 +161,7 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
 
     driver = CoreDriver(core, core.node, transport, on_event=on_event)
     add_broker_service(server, driver)
+    add_group_service(server, driver)
     await set_serving(health, [SERVICE_NAME], False)
     await server.start()
     extra = {}

@@ -23,6 +23,8 @@ from brokerlab.ids import TopicPartition, broker_node
 from brokerlab.sansio import Effects, Envelope, RequestIds
 from brokerlab.v1 import broker_pb2, metadata_pb2
 from node.config import BrokerConfig, log_topic_configs
+from node.group.broker_port import BrokerGroupPort
+from node.group.host import GroupCoordinatorHost
 from node.lifecycle import BrokerLifecycle, BrokerState
 from node.metadata_image import MetadataImage
 from node.purgatory import Purgatory
@@ -89,6 +91,9 @@ class BrokerCore:
             "OffsetForLeaderEpoch": rm.fetcher.on_offset_for_leader_epoch_response,
             "AlterPartition": rm.on_alter_partition_response,
         }
+        # Consumer groups (node/group/): GroupService requests, __consumer_offsets loads and writes.
+        self.groups = GroupCoordinatorHost(config.group_config, BrokerGroupPort(self), incarnation_id)
+        self._handlers.update(self.groups.handlers())
 
     # ------------------------------------------------------------------ core contract
 
@@ -117,6 +122,8 @@ class BrokerCore:
                 handler = self._replication_handlers.get(envelope.rpc)
                 if handler is not None:
                     handler(envelope, now_ms, fx)
+                elif self.groups.owns(envelope):
+                    self.groups.on_response(envelope, now_ms, fx)
         else:
             handler = self._handlers.get(envelope.rpc)
             if handler is None:
@@ -124,12 +131,14 @@ class BrokerCore:
             handler(envelope, now_ms, fx)
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
         self.replica_manager.maybe_send(now_ms, fx)
+        self.groups.after(now_ms, fx)  # leadership of __consumer_offsets, internal writes' answers
         return fx
 
     def tick(self, now_ms: int) -> Effects:
         fx = Effects()
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
         self.replica_manager.tick(now_ms, fx)
+        self.groups.tick(now_ms, fx)
         fx.events.extend(self.log_manager.tick(now_ms))
         return fx
 
@@ -140,6 +149,7 @@ class BrokerCore:
                 self.lifecycle.next_deadline_ms(),
                 self.replica_manager.next_deadline_ms(),
                 self.log_manager.next_deadline_ms(),
+                self.groups.next_deadline_ms(),
             )
             if d is not None
         ]

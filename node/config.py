@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from brokerlab.config import ConfigError, bool_key, int_key, resolve, str_key
+from node.group.config import GROUP_KEYS, GroupConfig
 from node.log.config import BROKER_LOG_KEYS, LogConfig
 
 # Keys the broker core reads. Defaults follow ../shared/REFERENCE.md ("brokerlab default").
@@ -52,6 +53,7 @@ BROKER_KEYS = [
         5000,
         "longest wait for the controller to grant a controlled shutdown before stopping anyway",
     ),
+    *GROUP_KEYS,
 ]
 
 # Storage keys handed to LogConfig.from_values (log.segment.bytes, message.max.bytes, ...).
@@ -96,6 +98,8 @@ class BrokerConfig:
     controlled_shutdown_enable: bool = True
     controlled_shutdown_timeout_ms: int = 5000
     log_config: LogConfig = field(default_factory=LogConfig)
+    # Consumer groups (group.*, offsets.topic.*: node/group/config.py).
+    group_config: GroupConfig = field(default_factory=GroupConfig)
     # Advertised endpoint of the optional external listener (--advertised-external-listener):
     # registered with the controller so every broker can answer outside clients (docker-compose).
     external_endpoint: tuple[str, int] | None = None
@@ -127,6 +131,7 @@ class BrokerConfig:
             controlled_shutdown_enable=values["controlled.shutdown.enable"],
             controlled_shutdown_timeout_ms=values["controlled.shutdown.timeout.ms"],
             log_config=log_config,
+            group_config=GroupConfig.from_values(values),
         )
         config.validate()
         return config

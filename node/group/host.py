@@ -105,7 +105,7 @@ class GroupCoordinatorHost:
         self._appends: dict[int, tuple[int, int, int]] = {}  # request id -> (partition, generation, seq)
         self._outbox: list[Envelope] = []
         self._deferred: list[Deferred] = []
-        self._seen_metadata_offset = -2
+        self._seen_metadata: tuple[int, bool] | None = None
         self._create_inflight: int | None = None
         self._create_retry_ms = 0
         self._create_problem = ""
@@ -124,9 +124,9 @@ class GroupCoordinatorHost:
 
     def after(self, now_ms: int, fx: Effects) -> None:
         """Run at the end of every broker step and tick: follow leadership, route internal writes."""
-        offset = self.broker.metadata_offset()
-        if offset != self._seen_metadata_offset:
-            self._seen_metadata_offset = offset
+        seen = (self.broker.metadata_offset(), self.broker.is_ready())
+        if seen != self._seen_metadata:
+            self._seen_metadata = seen
             self._sync_leadership(now_ms, fx)
         while True:
             internal = [r for r in fx.replies if r.dst == self.node]

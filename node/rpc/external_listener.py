@@ -20,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
 from brokerlab.v1 import common_pb2
 from node.metadata_image import MetadataImage
+from node.rpc.group_servicer import add_group_service
 from node.rpc.servicer import SERVICE_NAME, add_broker_service
 
 Address = tuple[str, int]
@@ -119,6 +120,7 @@ class ExternalListener:
 
     def attach(self, driver: Any, mapping: Callable[[], Mapping[Address, Address]]) -> None:
         add_broker_service(self.server, ExternalView(driver, mapping))
+        add_group_service(self.server, ExternalView(driver, mapping))  # FindCoordinator endpoints too
         self._health = add_health_and_reflection(self.server, [SERVICE_NAME])
 
     async def set_serving(self, serving: bool) -> None:
