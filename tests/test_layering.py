@@ -32,6 +32,7 @@ ADAPTERS = {
     "brokerlab/disk.py": "OsDisk, the real implementation of the disk port",
     "client/producer/producer.py": "the asyncio Producer facade around the sans-IO accumulator/sender",
     "client/consumer/consumer.py": "the asyncio Consumer facade around the sans-IO fetch core",
+    "client/consumer/group_runner.py": "the asyncio side of consumer groups (heartbeat timer, poll-path callbacks)",
     "client/admin.py": "the asyncio Admin facade",
     "client/sync.py": "blocking facades: an event loop in a background thread",
 }

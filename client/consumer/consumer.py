@@ -1,9 +1,11 @@
-"""The asyncio Consumer (no groups): assign, seek, poll, position.
+"""The asyncio Consumer: assign or subscribe (consumer groups), seek, poll, position, commit.
 
 A thin facade: the sans-IO FetchCore decides what to fetch and holds positions; the kernel's
 CoreDriver runs it, sending its envelopes through ClusterLink; a background task keeps the
 metadata fresh. poll() drains what the core buffered and lets the next fetches go out before
 returning, so fetching overlaps with the application's work (Kafka's fetcher pipelining).
+With a ``group_id``, ``subscribe`` hands partition assignment to the group (GroupRunner in
+client/consumer/group_runner.py: heartbeats, rebalances, commits, callbacks).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from typing import Any, Callable, Iterable
 
 from brokerlab.driver import CoreDriver
@@ -18,7 +21,10 @@ from brokerlab.errors import ErrorCode, KafkaError, error_name
 from brokerlab.ids import TopicPartition, broker_id_of
 from brokerlab.sansio import Envelope, TraceEvent
 from client import serde
+from client.consumer.assignors import DEFAULT_STRATEGY
 from client.consumer.fetcher import FetchConfig, FetchCore
+from client.consumer.group import GroupConfig
+from client.consumer.group_runner import Callback, GroupRunner
 from client.consumer.records import ConsumerRecord
 from client.rpc.cluster_link import ClusterLink
 
@@ -57,6 +63,14 @@ class Consumer:
         retry_backoff_max_ms: int = 1000,
         metadata_max_age_ms: int = 300_000,
         check_crcs: bool = True,
+        group_id: str | None = None,
+        group_instance_id: str | None = None,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 1000,
+        max_poll_interval_ms: int = 300_000,
+        partition_assignment_strategy: str | Iterable[str] = DEFAULT_STRATEGY,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
     ) -> None:
         if max_poll_records < 1:
             raise ValueError("max_poll_records must be at least 1")
@@ -86,6 +100,16 @@ class Consumer:
         self._metadata_wanted: asyncio.Event | None = None  # wakes the metadata task
         self._closed = False
         self._last_refresh_ms: int | None = None
+        self._group: GroupRunner | None = None
+        if group_id:
+            strategy = partition_assignment_strategy
+            self._group = GroupRunner(self, GroupConfig(
+                group_id=group_id, group_instance_id=group_instance_id or "", session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms, max_poll_interval_ms=max_poll_interval_ms,
+                partition_assignment_strategy=tuple(strategy.split(",") if isinstance(strategy, str) else strategy),
+                enable_auto_commit=enable_auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
+                retry_backoff_ms=retry_backoff_ms, retry_backoff_max_ms=self.retry_backoff_max_ms,
+                request_timeout_ms=request_timeout_ms, client_id=self.client_id))
 
     async def __aenter__(self) -> "Consumer":
         return self
@@ -97,6 +121,8 @@ class Consumer:
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         self._check_open()
+        if self._group is not None and self._group.subscribed:
+            raise ValueError("assign() cannot be mixed with subscribe(): the group assigns the partitions")
         self._core.assign(TopicPartition(*tp) for tp in partitions)
         self._kick()
 
@@ -163,6 +189,71 @@ class Consumer:
                     + (f" ({why})" if why else ""),
                 )
 
+    # ---- consumer groups ---------------------------------------------------------------------
+
+    def _group_runner(self) -> GroupRunner:
+        if self._group is None:
+            raise ValueError("this consumer has no group_id: pass group_id=... to use consumer groups")
+        return self._group
+
+    def subscribe(self, topics: Iterable[str] | None = None, *, pattern: str | re.Pattern | None = None,
+                  on_partitions_assigned: Callback | None = None, on_partitions_revoked: Callback | None = None,
+                  on_partitions_lost: Callback | None = None) -> None:
+        """Join the group for ``topics`` (or every topic matching ``pattern``); poll() drives it.
+
+        Callbacks get a set of TopicPartitions (and may be coroutines); they run inside poll(),
+        as in Kafka. ``on_partitions_lost`` (default: the revoked callback) is for partitions
+        taken away without a chance to commit (this member was removed from the group).
+        """
+        self._check_open()
+        if topics is not None and isinstance(topics, str):
+            topics = [topics]
+        if self._core.assignment() and not self._group_runner().subscribed:
+            raise ValueError("subscribe() cannot be mixed with assign(): unassign first")
+        self._group_runner().subscribe(topics, pattern, on_partitions_assigned, on_partitions_revoked,
+                                       on_partitions_lost)
+
+    def subscription(self) -> set[str]:
+        return set(self._group.core.subscription) if self._group is not None else set()
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None, timeout_ms: int | None = None) -> None:
+        """Commit ``offsets`` (next offset to read, per partition), or every current position;
+        waits for the coordinator's acks=all answer. CommitFailedError: the group moved on."""
+        self._check_open()
+        await self._group_runner().commit(offsets, timeout_ms)
+
+    def commit_async(self, offsets: dict[TopicPartition, int] | None = None,
+                     callback: Callable[[dict, Exception | None], Any] | None = None) -> asyncio.Task:
+        self._check_open()
+        return self._group_runner().commit_async(offsets, callback)
+
+    async def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offset of each partition (None when it has none)."""
+        self._check_open()
+        found = await self._group_runner().committed([TopicPartition(*tp) for tp in partitions])
+        return {tp: (entry[0] if entry is not None else None) for tp, entry in found.items()}
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._core.pause(TopicPartition(*tp) for tp in partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._core.resume(partitions)
+        self._kick()
+
+    def paused(self) -> set[TopicPartition]:
+        return self._core.paused()
+
+    def group_metadata(self) -> dict[str, Any]:
+        """The member's view: group id, member id, generation, state, coordinator, protocol."""
+        core = self._group_runner().core
+        return {"group_id": core.config.group_id, "member_id": core.member_id, "generation_id": core.generation_id,
+                "state": core.state.name, "coordinator_id": core.coordinator_id, "protocol": core.protocol_name,
+                "rebalance_protocol": core.protocol.value}
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
     # ---- poll --------------------------------------------------------------------------------
 
     async def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerRecord]:
@@ -172,7 +263,10 @@ class Consumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         self._kick()
+        group = self._group if self._group is not None and self._group.subscribed else None
         while True:
+            if group is not None:
+                await group.on_poll(deadline)
             error = self._core.take_error()
             if error is not None:
                 raise error
@@ -274,6 +368,11 @@ class Consumer:
     async def close(self) -> None:
         if self._closed:
             return
+        if self._group is not None:
+            try:
+                await self._group.close()
+            except Exception as exc:  # closing must finish: the leave is best effort, as in Kafka
+                log.warning("leaving the group on close failed: %s", exc)
         self._closed = True
         if self._runner is not None:
             self._runner.cancel()

@@ -102,6 +102,7 @@ class FetchCore(PositionValidation):
         # reuses a number an old in-flight request still carries.
         self._generations = itertools.count(1)
         self._now_ms = 0
+        self._paused: set[TopicPartition] = set()  # pause(): not fetched, not returned
 
     # ---- assignment and positions (called by the application through the facade) ------------
 
@@ -118,8 +119,19 @@ class FetchCore(PositionValidation):
                 self._set_reset_policy(state)
             self._partitions[tp] = state
         self.metadata.add_topics({tp.topic for tp in wanted})
+        self._paused &= set(self._partitions)
         if any(tp not in self._partitions for tp in old):
             self._purge_buffer()
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop fetching ``partitions`` and hold back what is buffered (Kafka's pause)."""
+        self._paused |= {self._assigned(tp).tp for tp in partitions}
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused -= {TopicPartition(*tp) for tp in partitions}
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
 
     def assignment(self) -> list[TopicPartition]:
         return list(self._partitions)
@@ -206,8 +218,12 @@ class FetchCore(PositionValidation):
         """Up to ``max_records`` buffered records, in fetch order; advances positions."""
         out: list[ConsumerRecord] = []
         completed = self._completed
+        held: list[_Chunk] = []  # chunks of paused partitions stay buffered, in order
         while completed and len(out) < max_records:
             chunk = completed[0]
+            if chunk.tp in self._paused:
+                held.append(completed.popleft())
+                continue
             state = self._partitions.get(chunk.tp)
             if state is None or state.generation != chunk.generation or state.state is not FetchState.FETCHING:
                 completed.popleft()  # left over from before a seek, reset or reassignment
@@ -231,6 +247,7 @@ class FetchCore(PositionValidation):
                 completed.popleft()
                 self._buffered_bytes -= chunk.size_bytes
                 state.buffered_bytes -= chunk.size_bytes
+        completed.extendleft(reversed(held))
         return out
 
     # ---- the core protocol ----------------------------------------------------------------
@@ -324,7 +341,8 @@ class FetchCore(PositionValidation):
         limit = self.config.max_partition_fetch_bytes
         by_leader: dict[int, list[PartitionState]] = {}
         for state in self._partitions.values():
-            if state.state is FetchState.FETCHING and state.buffered_bytes < limit and self._ready(state, now_ms):
+            if state.state is FetchState.FETCHING and state.buffered_bytes < limit and state.tp not in self._paused \
+                    and self._ready(state, now_ms):
                 leader = self._leader(state)
                 if leader is not None and leader not in self._fetching_brokers:
                     by_leader.setdefault(leader, []).append(state)
