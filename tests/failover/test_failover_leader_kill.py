@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from failover_kit import FAILOVER_CONFIG, Writer, events, partition_state, read_back, wait_async
+from failover_kit import FAILOVER_CONFIG, LiveReader, Writer, events, partition_state, read_back, wait_async
 
 from lab.checker import check
 from lab.history import History
@@ -28,6 +28,9 @@ def test_kill_9_of_the_leader_under_acks_all_loses_nothing(cluster_factory) -> N
     history = History()
 
     async def scenario() -> None:
+        # A consumer reads along the whole time: its position must survive the leader change
+        # (no poll-skip, no nonmonotonic-poll).
+        reader = LiveReader(history, "live-reader", bootstrap, TOPIC, partitions=(0, 1, 2)).start()
         writer = Writer(history, "writer", bootstrap, TOPIC, partitions=(0, 1, 2), interval_ms=2,
                         max_in_flight_requests_per_connection=1).start()
         try:
@@ -47,6 +50,9 @@ def test_kill_9_of_the_leader_under_acks_all_loses_nothing(cluster_factory) -> N
         finally:
             await writer.stop()
         await read_back(history, bootstrap, TOPIC, range(3))
+        await reader.stop()
+        live = {v for p in history.polls if p.process == "live-reader" for (_, _, _, v) in p.records}
+        assert len(live) >= writer.acked() - 100, "the live reader fell behind after the leader change"
 
     asyncio.run(scenario())
     result = check(history, allowed={"duplicate"}, contiguous=True)
