@@ -103,8 +103,34 @@ def test_host_cli_creates_produces_and_consumes(compose: ComposeCluster) -> None
     assert "cli-e2e" in described
 
 
-def test_in_network_clients_get_internal_endpoints(compose: ComposeCluster) -> None:
-    # the same topic list from inside the compose network, through the internal listener
+METADATA_PROBE = """
+import grpc, sys
+from brokerlab.v1 import broker_pb2, broker_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    r = broker_pb2_grpc.BrokerServiceStub(channel).Metadata(broker_pb2.MetadataRequest(), timeout=10)
+print(" ".join(sorted(f"{b.endpoint.host}:{b.endpoint.port}" for b in r.brokers)))
+print(f"{r.controller_endpoint.host}:{r.controller_endpoint.port}")
+"""
+
+
+def test_each_listener_answers_with_its_own_endpoints(compose: ComposeCluster) -> None:
+    # from the host, through a published external listener: only published loopback ports
+    outside = subprocess.run([sys.executable, "-c", METADATA_PROBE, compose.bootstrap_servers()[1]],
+                             capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 0, outside.stderr
+    brokers, controller = outside.stdout.split("\n")[:2]
+    assert brokers.split() == sorted(compose.bootstrap_servers())
+    assert controller == compose.controller_address()
+    # inside the compose network, through the internal listener: compose names
+    inside = subprocess.run(["docker", "exec", compose.container_id("broker-1"), "python", "-c", METADATA_PROBE,
+                             "broker-2:9092"], capture_output=True, text=True, timeout=60)
+    assert inside.returncode == 0, inside.stderr
+    brokers, controller = inside.stdout.split("\n")[:2]
+    assert brokers.split() == ["broker-1:9092", "broker-2:9092", "broker-3:9092"]
+    assert controller == "controller:9090"
+
+
+def test_in_network_clients_work(compose: ComposeCluster) -> None:
     out = subprocess.run(["docker", "exec", compose.container_id("broker-1"), "brokerlab", "topic", "list",
                           "--bootstrap", "broker-2:9092"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
