@@ -13,6 +13,7 @@ from typing import Iterable, Mapping, Sequence
 
 from brokerlab.errors import ErrorCode, KafkaError
 from brokerlab.v1 import broker_pb2, controller_pb2, metadata_pb2
+from client.group_admin import GroupAdmin, GroupDescription, GroupListing
 from client.rpc.cluster_link import ClusterLink
 
 
@@ -349,6 +350,35 @@ class Admin:
             )
             for r in response.results
         ]
+
+    # ---- consumer groups (client/group_admin.py) ----------------------------------------------
+
+    async def list_groups(self, states: Iterable[str] = ()) -> list[GroupListing]:
+        """Every group, from every broker (each answers for the groups it coordinates)."""
+        return await GroupAdmin(self._link).list_groups(states)
+
+    async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
+        admin = GroupAdmin(self._link)
+        return [await admin.describe_group(g) for g in group_ids]
+
+    async def list_group_offsets(self, group_id: str, partitions: Iterable | None = None) -> dict:
+        """The group's committed offsets (TopicPartition -> offset), every partition by default."""
+        return await GroupAdmin(self._link).committed_offsets(group_id, partitions)
+
+    async def alter_group_offsets(self, group_id: str, offsets: Mapping) -> None:
+        """Set committed offsets of an inactive (Empty) group, as kafka-consumer-groups --reset-offsets."""
+        await GroupAdmin(self._link).alter_offsets(group_id, offsets)
+
+    async def delete_groups(self, group_ids: Iterable[str], *, raise_on_error: bool = True
+                            ) -> dict[str, KafkaError | None]:
+        results = await GroupAdmin(self._link).delete_groups(group_ids)
+        if raise_on_error:
+            _raise_first(results)
+        return results
+
+    async def list_offsets(self, specs: Mapping) -> dict:
+        """TopicPartition -> offset at its leader for -2 (earliest), -1 (latest) or a timestamp."""
+        return await GroupAdmin(self._link).list_offsets(specs)
 
     # ---- cluster -----------------------------------------------------------------------------
 

@@ -202,6 +202,35 @@ class SyncConsumer:
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> list[ConsumerRecord]:
         return self._runner.run(self._consumer.poll(timeout_ms, max_records))
 
+    # Consumer groups. Rebalance callbacks run on the client's loop thread, inside poll(): they
+    # must not call this SyncConsumer (that would deadlock; it raises instead).
+    def subscribe(self, topics: Iterable[str] | None = None, **options: Any) -> None:
+        self._on_loop(lambda: self._consumer.subscribe(None if topics is None else list(topics), **options))
+
+    def subscription(self) -> set[str]:
+        return self._on_loop(self._consumer.subscription)
+
+    def commit(self, offsets: dict | None = None, timeout_ms: int | None = None) -> None:
+        self._runner.run(self._consumer.commit(offsets, timeout_ms))
+
+    def commit_async(self, offsets: dict | None = None, callback: Callable[..., Any] | None = None) -> None:
+        self._on_loop(self._consumer.commit_async, offsets, callback)
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict:
+        return self._runner.run(self._consumer.committed(list(partitions)))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._on_loop(self._consumer.pause, *partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._on_loop(self._consumer.resume, *partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return self._on_loop(self._consumer.paused)
+
+    def group_metadata(self) -> dict:
+        return self._on_loop(self._consumer.group_metadata)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -243,6 +272,24 @@ class SyncAdmin:
 
     def describe_cluster(self) -> ClusterDescription:
         return self._runner.run(self._admin.describe_cluster())
+
+    def list_groups(self, states: Iterable[str] = ()) -> list:
+        return self._runner.run(self._admin.list_groups(list(states)))
+
+    def describe_groups(self, group_ids: Iterable[str]) -> list:
+        return self._runner.run(self._admin.describe_groups(list(group_ids)))
+
+    def list_group_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None = None) -> dict:
+        return self._runner.run(self._admin.list_group_offsets(group_id, partitions))
+
+    def alter_group_offsets(self, group_id: str, offsets: dict) -> None:
+        self._runner.run(self._admin.alter_group_offsets(group_id, offsets))
+
+    def delete_groups(self, group_ids: Iterable[str], **options: Any) -> dict:
+        return self._runner.run(self._admin.delete_groups(list(group_ids), **options))
+
+    def list_offsets(self, specs: dict) -> dict:
+        return self._runner.run(self._admin.list_offsets(specs))
 
     def close(self) -> None:
         if self._closed:

@@ -34,6 +34,7 @@ ADAPTERS = {
     "client/consumer/consumer.py": "the asyncio Consumer facade around the sans-IO fetch core",
     "client/consumer/group_runner.py": "the asyncio side of consumer groups (heartbeat timer, poll-path callbacks)",
     "client/admin.py": "the asyncio Admin facade",
+    "client/group_admin.py": "the asyncio consumer group admin calls behind Admin",
     "client/sync.py": "blocking facades: an event loop in a background thread",
 }
 CORE_PACKAGES = ("brokerlab", "node", "controller", "client")

@@ -149,7 +149,10 @@ class GroupMembership:
             "SyncGroup": self.on_sync_group_response, "Heartbeat": self.on_heartbeat_response,
         }.get(envelope.rpc)
         if envelope.rpc == "LeaveGroup":
-            self._leaves.discard(envelope.request_id)
+            if envelope.request_id in self._leaves:
+                self._leaves.discard(envelope.request_id)
+                fx.event("GroupLeaveAnswered", group=self.config.group_id,
+                         error=envelope.transport_error or error_name(envelope.message.error_code))
         elif envelope.rpc in ("OffsetCommit", "OffsetFetch"):
             self.offsets.on_response(envelope, now_ms, fx)
         elif handler is not None and self._inflight.get(envelope.rpc) == envelope.request_id:
@@ -248,7 +251,7 @@ class GroupMembership:
             subscription = Subscription(self.subscription, assignor.user_data(self.last_assignment, self.generation_id),
                                         self.owned, self.generation_id)
             protocols.append(group_pb2.JoinGroupProtocol(name=assignor.name, metadata=encode_subscription(subscription)))
-        reason = self.rejoin_reason or ("member-joined" if not self.member_id else "member-rejoined")
+        reason = self.rejoin_reason or f"new member (client {config.client_id})"
         self._transition(MemberState.PREPARING_REBALANCE, fx)
         self._send(fx, "JoinGroup", group_pb2.JoinGroupRequest(
             group_id=config.group_id, session_timeout_ms=config.session_timeout_ms,
