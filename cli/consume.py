@@ -1,4 +1,5 @@
-"""``brokerlab consume TOPIC``: print records (no consumer group: partitions are assigned directly).
+"""``brokerlab consume TOPIC``: print records (partitions assigned directly, or ``--group G`` to join
+a consumer group, which assigns them, resumes from its committed offsets and commits as it goes).
 
 Starts at the end of each partition (Kafka's ``auto.offset.reset=latest``), at the beginning
 with ``--from-beginning``, or at ``--offset`` of one ``--partition``. Exits after
@@ -40,6 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
     parser.add_argument("--partition", type=int, help="only this partition")
     parser.add_argument("--offset", help="start offset in --partition: a number, earliest or latest")
+    parser.add_argument("--group", metavar="GROUP",
+                        help="join this consumer group (its committed offsets; auto-commit; leaves on exit)")
     parser.add_argument("--max-messages", type=int, metavar="N", help="exit after N records")
     parser.add_argument("--timeout-ms", type=int, metavar="T", help="exit after T ms without a record")
     parser.add_argument("--format", default=DEFAULT_FORMAT,
@@ -101,6 +104,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
                     auto_offset_reset="earliest" if args.from_beginning else "latest", client_id="brokerlab-consume")
     if args.from_beginning and offset is None:
         offset = "earliest"
+    if args.group:
+        if args.partition is not None or args.offset is not None:
+            raise usage_error("--group assigns partitions and starts at committed offsets: drop --partition/--offset")
+        settings["group_id"] = args.group
     bootstrap = bootstrap_of(args)
     count = asyncio.run(consume(bootstrap, args.topic, settings, lambda r: print(line_of(r)),
                                 partition=args.partition, offset="latest" if offset is None else offset,
@@ -133,9 +140,15 @@ async def consume(
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer = consumer_factory(bootstrap, **settings)
     emitted = 0
+    group = settings.get("group_id")
     try:
-        consumer.assign(tps)
-        if offset == "earliest":
+        if group:
+            consumer.subscribe([topic])  # the group assigns; positions come from its commits
+        else:
+            consumer.assign(tps)
+        if group:
+            pass  # nothing to seek
+        elif offset == "earliest":
             await consumer.seek_to_beginning(*tps)
         elif offset == "latest":
             await consumer.seek_to_end(*tps)
@@ -149,7 +162,11 @@ async def consume(
                 if left_ms <= 0:
                     break
                 wait_ms = max(1, min(wait_ms, int(left_ms)))
-            records = await consumer.poll(timeout_ms=wait_ms)
+            if group and max_messages is not None:
+                # Never take more than we will print: the group commits what was polled.
+                records = await consumer.poll(timeout_ms=wait_ms, max_records=max_messages - emitted)
+            else:
+                records = await consumer.poll(timeout_ms=wait_ms)
             if records:
                 last_record = time.monotonic()
             for record in records:

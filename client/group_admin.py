@@ -233,3 +233,37 @@ class GroupAdmin:
                     raise KafkaError(p.error_code, f"{p.topic}-{p.partition}: {p.error_message}")
                 out[TopicPartition(p.topic, p.partition)] = p.offset
         return out
+
+
+# ---- planning offset resets (kafka-consumer-groups --reset-offsets), pure -------------------------
+
+RESET_STRATEGIES = ("to-earliest", "to-latest", "to-offset", "shift-by", "to-datetime")
+
+
+def plan_offset_reset(strategy: str, value: int | None, partitions: Iterable[TopicPartition],
+                      committed: Mapping[TopicPartition, int], earliest: Mapping[TopicPartition, int],
+                      latest: Mapping[TopicPartition, int],
+                      by_time: Mapping[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
+    """New committed offsets, clamped to [log start, log end] as Kafka's tool does.
+
+    ``shift-by`` moves the committed offset (the log start when there is none); ``to-datetime``
+    takes the first offset at or after the time (the log end when no record is that recent).
+    """
+    if strategy not in RESET_STRATEGIES:
+        raise ValueError(f"unknown reset strategy {strategy!r}")
+    out = {}
+    for tp in sorted(partitions):
+        low, high = earliest[tp], latest[tp]
+        if strategy == "to-earliest":
+            target = low
+        elif strategy == "to-latest":
+            target = high
+        elif strategy == "to-offset":
+            target = int(value)
+        elif strategy == "shift-by":
+            target = committed.get(tp, low) + int(value)
+        else:
+            found = (by_time or {}).get(tp, -1)
+            target = found if found >= 0 else high
+        out[tp] = max(low, min(high, target))
+    return out
