@@ -343,6 +343,13 @@ class FollowerFetcher:
             cut = truncation_offset(log, result.leader_epoch, result.end_offset)
             truncate(log, cut.offset, "leader_epoch", fx, leader=leader_id, leader_epoch=followed.leader_epoch,
                      leader_answer_epoch=result.leader_epoch, leader_answer_end_offset=result.end_offset)
-            followed.backoff.succeeded()
             if cut.completed:
+                followed.backoff.succeeded()
                 followed.move(FollowerPhase.FETCHING, now_ms)
+            elif log.leader_epoch_cache.latest_epoch == asked_epoch:
+                # A second round must ask about an older epoch; asking the same again would
+                # spin. Cannot happen with a consistent epoch cache: back off and say so.
+                wait_ms = followed.failed(now_ms)
+                fx.event("TruncationStalled", topic=tp.topic, partition=tp.partition, leader=leader_id,
+                         epoch=asked_epoch, leader_answer_epoch=result.leader_epoch,
+                         leader_answer_end_offset=result.end_offset, retry_in_ms=wait_ms)

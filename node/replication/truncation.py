@@ -48,6 +48,11 @@ def truncate(log: PartitionLog, offset: int, reason: str, fx: Effects, **fields)
     log end, exclusive) when anything went. Returns the number of records removed."""
     to_offset = log.log_end_offset
     if offset >= to_offset:
+        # Nothing to cut, but an epoch entry starting at our log end (we led an epoch and
+        # appended nothing in it) conflicts with the leader's history: drop it, as Kafka's
+        # truncateTo always truncates the epoch cache. Without this, KIP-279's second round
+        # would ask about that same epoch forever.
+        log.leader_epoch_cache.truncate_from_end(to_offset)
         return 0
     removed = log.truncate_to(offset)
     tp = log.topic_partition

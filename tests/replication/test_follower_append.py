@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokerlab.record_batch import CorruptBatchError, build_batch, encode_batch, encode_record, validate_batches
+from brokerlab.record_batch import (
+    CorruptBatchError,
+    build_batch,
+    encode_batch,
+    encode_record,
+    validate_batches,
+)
 from node.log.partition_log import check_replicated_batches
 
 values = st.one_of(st.none(), st.binary(max_size=40))
