@@ -9,8 +9,7 @@ state                  rule
 =====================  =====================================================================
 EMPTY                  No members (a group that only has committed offsets, or a new one).
                        -> PREPARING_REBALANCE when a member joins.
-                       -> DEAD when the group is deleted (DeleteGroups) or its coordinator
-                          partition is unloaded.
+                       -> DEAD when the group is deleted (DeleteGroups).
 PREPARING_REBALANCE    A new generation is being formed: members must (re)join. The phase
                        ends when every known member has joined and no MEMBER_ID_REQUIRED
                        answer is pending, or at the join deadline (the largest
@@ -21,23 +20,22 @@ PREPARING_REBALANCE    A new generation is being formed: members must (re)join. 
                        -> COMPLETING_REBALANCE when the phase ends with members (generation+1,
                           a protocol chosen, a leader named).
                        -> EMPTY when it ends with none (generation+1).
-                       -> DEAD on unload.
 COMPLETING_REBALANCE   Members got their JoinGroup answer; the leader computes the assignment
                        and sends it with its SyncGroup; followers' SyncGroups wait for it.
                        -> STABLE when the leader's assignment is written (GroupMetadataRecord).
                        -> PREPARING_REBALANCE when a member joins, leaves or times out, or the
                           sync deadline (rebalance timeout) passes with members not synced.
-                       -> DEAD on unload.
 STABLE                 Every member has its assignment and heartbeats.
                        -> PREPARING_REBALANCE when a member joins, the leader rejoins, a member
                           rejoins with other protocols, leaves or misses its session timeout.
-                       -> DEAD on unload or deletion.
 DEAD                   Gone; requests get COORDINATOR_NOT_AVAILABLE (or UNKNOWN_MEMBER_ID).
                        Final.
 =====================  =====================================================================
 
 Loading a __consumer_offsets partition installs each group's last GroupMetadataRecord as a
-snapshot: STABLE if it has members, else EMPTY (as Kafka's ``loadGroup``).
+snapshot: STABLE if it has members, else EMPTY (as Kafka's ``loadGroup``). Unloading (the broker
+lost the partition's leadership) drops the partition's groups from this broker altogether, where
+Kafka marks them DEAD first: their waiting requests get NOT_COORDINATOR either way.
 """
 
 from __future__ import annotations

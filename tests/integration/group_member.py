@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -48,9 +49,11 @@ async def main(cfg: dict) -> None:
 
     consumer.subscribe([cfg["topic"]], on_partitions_assigned=listener("assigned"),
                        on_partitions_revoked=listener("revoked"), on_partitions_lost=listener("lost"))
+    stop = asyncio.Event()  # SIGTERM: a clean close (commit, revoke, LeaveGroup unless static)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     emit("started")
     try:
-        while True:
+        while not stop.is_set():
             records = await consumer.poll(timeout_ms=100, max_records=cfg.get("max_records", 20))
             if not records:
                 continue
@@ -69,6 +72,7 @@ async def main(cfg: dict) -> None:
                 emit("commit_failed", error=str(exc), offsets={tp.partition: o for tp, o in offsets.items()})
     finally:
         await consumer.close()
+        emit("closed")
 
 
 if __name__ == "__main__":
