@@ -368,9 +368,11 @@ def _replay_offset_tombstone(groups: dict[str, Group], rec: OffsetTombstone) -> 
 
 
 def _replay_group_tombstone(groups: dict[str, Group], rec: GroupTombstone) -> None:
+    # Live, only an Empty group is deleted (offsets.delete_group); while loading, the tombstone
+    # simply ends whatever the log said before.
     group = groups.pop(rec.group_id, None)
-    if group is not None and group.state is not GroupState.DEAD:
-        _move(group, GroupState.DEAD)
+    if group is not None:
+        group.state = GroupState.DEAD
 
 
 _REPLAY = {

@@ -17,13 +17,11 @@ def codes(response) -> int:
 # ---------------------------------------------------------------------------- transition table
 
 
-def test_transition_table_is_kafkas():
+def test_transition_table_is_kafkas_minus_unload():
     assert TRANSITIONS[GroupState.EMPTY] == {GroupState.PREPARING_REBALANCE, GroupState.DEAD}
-    assert TRANSITIONS[GroupState.PREPARING_REBALANCE] == {
-        GroupState.COMPLETING_REBALANCE, GroupState.EMPTY, GroupState.DEAD}
-    assert TRANSITIONS[GroupState.COMPLETING_REBALANCE] == {
-        GroupState.STABLE, GroupState.PREPARING_REBALANCE, GroupState.DEAD}
-    assert TRANSITIONS[GroupState.STABLE] == {GroupState.PREPARING_REBALANCE, GroupState.DEAD}
+    assert TRANSITIONS[GroupState.PREPARING_REBALANCE] == {GroupState.COMPLETING_REBALANCE, GroupState.EMPTY}
+    assert TRANSITIONS[GroupState.COMPLETING_REBALANCE] == {GroupState.STABLE, GroupState.PREPARING_REBALANCE}
+    assert TRANSITIONS[GroupState.STABLE] == {GroupState.PREPARING_REBALANCE}
     assert TRANSITIONS[GroupState.DEAD] == set()
     with pytest.raises(InvalidTransition):
         check_transition("g", GroupState.STABLE, GroupState.EMPTY)
