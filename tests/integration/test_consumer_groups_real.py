@@ -412,3 +412,28 @@ def describe_json(bootstrap: list[str], group: str) -> dict:
                              "--bootstrap", ",".join(bootstrap)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_pattern_subscription_picks_up_new_topics(cluster):
+    bootstrap = cluster.local.bootstrap_servers()
+    cluster.create_topic("audit-a", partitions=2, replication_factor=3)
+
+    async def scenario() -> None:
+        consumer = Consumer(bootstrap, group_id="g-pattern", client_id="watcher", metadata_max_age_ms=500,
+                            heartbeat_interval_ms=HEARTBEAT_MS, session_timeout_ms=SESSION_MS)
+        consumer.subscribe(pattern=r"audit-.*")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while consumer.assignment() != {TopicPartition("audit-a", 0), TopicPartition("audit-a", 1)}:
+            assert loop.time() < deadline, f"audit-a never assigned: {consumer.assignment()}"
+            await consumer.poll(timeout_ms=100)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: cluster.create_topic("audit-b", partitions=1, replication_factor=3))
+        deadline = loop.time() + 20
+        while TopicPartition("audit-b", 0) not in consumer.assignment():
+            assert loop.time() < deadline, "the new matching topic was never assigned"
+            await consumer.poll(timeout_ms=100)
+        assert consumer.subscription() == {"audit-a", "audit-b"}
+        await consumer.close()
+
+    asyncio.run(scenario())
