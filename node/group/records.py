@@ -209,6 +209,8 @@ def replay(groups: dict[str, Group], record: GroupRecord) -> None:
 def _replay_member_joined(groups: dict[str, Group], rec: MemberJoined) -> None:
     group = _group(groups, rec.group_id)
     spec = rec.member
+    if not group.members:
+        group.protocol_type = spec.protocol_type  # the first member sets it (Kafka's Empty group)
     member = group.members.get(spec.member_id)
     if member is None:
         member = group.members[spec.member_id] = _member(spec)
@@ -221,8 +223,6 @@ def _replay_member_joined(groups: dict[str, Group], rec: MemberJoined) -> None:
     if spec.group_instance_id:
         group.static_members[spec.group_instance_id] = spec.member_id
     group.pending_members.discard(spec.member_id)
-    if not group.protocol_type:
-        group.protocol_type = spec.protocol_type
 
 
 def _replay_static_member_replaced(groups: dict[str, Group], rec: StaticMemberReplaced) -> None:
@@ -294,8 +294,7 @@ def _replay_join_completed(groups: dict[str, Group], rec: JoinCompleted) -> None
         group.current_rebalance = replace(group.current_rebalance, generation_id=rec.generation_id)
     if not group.members:
         group.protocol_name = ""
-        group.leader_id = ""
-        group.protocol_type = ""
+        group.leader_id = ""  # the protocol type stays, as in Kafka (shown by ListGroups)
         _move(group, GroupState.EMPTY, rec.now_ms)
         return
     group.protocol_name = rec.protocol_name
