@@ -168,23 +168,27 @@ class GroupMembership:
         return fx
 
     def next_deadline_ms(self) -> int | None:
+        """When ``tick`` can next make progress (never a past time it would not act on: the
+        driver would spin)."""
         due = []
         if self.state is not MemberState.UNJOINED and self.member_id:
             due.append(self.last_poll_ms + self.config.max_poll_interval_ms + 1)
-        if self.state in (MemberState.COMPLETING_REBALANCE, MemberState.STABLE):
-            if self._inflight["Heartbeat"] is None:
-                due.append(self._heartbeat_due_ms)
-            due.append(self._last_heartbeat_ok_ms + self.config.session_timeout_ms + 1)
-        if self.coordinator_id is None and self._inflight["FindCoordinator"] is None and self._wants_coordinator():
-            due.append(self._find_due_ms)
-        if self.join_allowed and self.needs_join and self._inflight["JoinGroup"] is None:
-            due.append(self._join_due_ms)
-        if self._awaiting_metadata is not None:
-            due.append(self._now_ms + self.config.retry_backoff_ms)
-        if self.state is MemberState.STABLE and self._snapshot:
-            due.append(self._now_ms + self.config.retry_backoff_ms * 10)  # metadata change checks
-        due = [d for d in due if d is not None]
-        return max(min(due), self._now_ms) if due else None
+        if self.coordinator_id is None:
+            if self._inflight["FindCoordinator"] is None and self._wants_coordinator():
+                due.append(self._find_due_ms)
+        else:
+            if self.state in (MemberState.COMPLETING_REBALANCE, MemberState.STABLE):
+                if self._inflight["Heartbeat"] is None:
+                    due.append(self._heartbeat_due_ms)
+                due.append(self._last_heartbeat_ok_ms + self.config.session_timeout_ms + 1)
+            if self.join_allowed and self.needs_join and self._inflight["JoinGroup"] is None \
+                    and self._inflight["SyncGroup"] is None:
+                due.append(self._join_due_ms)
+            if self._awaiting_metadata is not None:
+                due.append(self._now_ms + self.config.retry_backoff_ms)
+            if self.state is MemberState.STABLE and self._snapshot:
+                due.append(self._now_ms + self.config.retry_backoff_ms * 10)  # metadata change checks
+        return min(due) if due else None
 
     # ------------------------------------------------------------------ sending
 
