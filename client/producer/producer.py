@@ -275,6 +275,10 @@ class Producer:
             self._stopping = True
             self._wake()
             await asyncio.gather(self._sender_task, return_exceptions=True)
+            # acks=0 settles a batch when it is handed to the network, so its Produce call may still
+            # be under way: let in-flight calls finish (bounded) instead of cancelling them unsent.
+            if self._rpc_tasks:
+                await asyncio.wait(list(self._rpc_tasks), timeout=self._request_timeout_ms / 1000)
             for task in list(self._rpc_tasks) + ([self._refresh_task] if self._refresh_task else []):
                 task.cancel()
             await asyncio.gather(*self._rpc_tasks, return_exceptions=True)
