@@ -87,7 +87,13 @@ class LogManager:
     def _add(self, tp: TopicPartition, log: PartitionLog) -> None:
         self._logs[tp] = log
         log.on_deadline_change = self._mark_deadlines_dirty
+        log.on_truncated = self._on_truncated
         self._deadlines_dirty = True
+
+    def _on_truncated(self) -> None:
+        # Truncations (a follower's, by leader epoch) call the log directly: the lowered recovery
+        # point (and log start) must be on disk before the log grows again.
+        self._write_checkpoints(high_watermarks=True)
 
     def _mark_deadlines_dirty(self) -> None:
         self._deadlines_dirty = True
@@ -140,7 +146,7 @@ class LogManager:
         log = self._logs.pop(tp, None)
         if log is None:
             return
-        log.on_deadline_change = None
+        log.on_deadline_change = log.on_truncated = None
         log.delete_files()
         self._deadlines_dirty = True
         self.disk.fsync_dir(self.log_dir)

@@ -163,6 +163,9 @@ class PartitionLog:
         # next_deadline_ms() is cached and recomputed after each change; the LogManager sets
         # on_deadline_change so it rescans its logs only when one of them moved.
         self.on_deadline_change: Callable[[], None] | None = None
+        # Called once a truncation is durable; the LogManager rewrites its offset checkpoints
+        # then, before anything is appended past the new end (see truncate_to).
+        self.on_truncated: Callable[[], None] | None = None
         self._deadline = self._compute_deadline()
 
     # ------------------------------------------------------------------ opening
@@ -558,6 +561,7 @@ class PartitionLog:
         self._event("LogTruncated", offset=self.log_end_offset, records_removed=old_end - self.log_end_offset,
                     bytes_removed=removed_bytes, deleted_segments=deleted)
         self._refresh_deadline()
+        self._truncated()
         return old_end - self.log_end_offset
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -582,6 +586,16 @@ class PartitionLog:
         self._refresh_deadline()
         self._event("LogTruncated", offset=offset, records_removed=max(old_end - offset, 0),
                     bytes_removed=removed_bytes, deleted_segments=None)
+        self._truncated()
+
+    def _truncated(self) -> None:
+        """The recovery point went down (and the log start may have): the checkpoint on disk
+        must follow at once, as Kafka's LogManager.truncateTo checkpoints the recovery offsets.
+        A stale, higher recovery point would make the next unclean start trust (and not scan)
+        segments that the appends after this truncation wrote and never fsynced; the start then
+        claims them durable, and a power loss loses records below the recovery point."""
+        if self.on_truncated is not None:
+            self.on_truncated()
 
     def _after_truncation(self, segment: LogSegment) -> None:
         end = self.log_end_offset

@@ -3,6 +3,7 @@ from log_testkit import TP, TP_DIR, all_records, batch, headers_of, new_log, ope
 
 from brokerlab.disk import MemoryDisk
 from node.log import InvalidOffsetError, OffsetOutOfRangeError
+from node.log.checkpoints import LOG_START_CHECKPOINT, RECOVERY_POINT_CHECKPOINT
 from node.log.segment import segment_file_name
 
 DAY_MS = 24 * 3600 * 1000
@@ -120,3 +121,56 @@ def test_truncate_to_the_log_start_empties_the_log():
     log.truncate_fully_and_start_at(50)
     assert (log.log_start_offset, log.log_end_offset) == (50, 50)
     assert log.append_as_leader(batch([b"a"]), 0, 0).base_offset == 50
+
+
+def numbered(i: int) -> bytes:
+    """A one-record 400-byte batch whose value starts with ``i``."""
+    return batch([b"%03d" % i + b"x" * 309], timestamp_ms=i)
+
+
+def test_a_truncation_lowers_the_checkpointed_recovery_point_before_the_log_grows_again():
+    # Hypothesis's sequence: appends, clean restart, truncate, append, kill, power loss. The
+    # truncation left recovery-point-offset-checkpoint above the new end, so the kill restart
+    # trusted (did not scan or fsync) the segment the re-appended batch went to, yet claimed
+    # everything durable; the power loss then cut the log below its recovery point.
+    disk = MemoryDisk()
+    manager, log = new_log(disk, segment_bytes=1000)  # two 400-byte batches a segment
+    for i in range(6):
+        log.append_as_leader(numbered(i), 0, 0)  # segments [0,1] [2,3] [4,5]
+    manager.close()
+    manager = open_manager(disk, segment_bytes=1000)
+    log = manager.get(TP)
+    assert log.truncate_to(5) == 1  # a follower's cut: segment 4 keeps [4]
+    assert disk.read_file(RECOVERY_POINT_CHECKPOINT) == b"0\n1\norders 0 5\n"
+    for i in range(5, 8):
+        log.append_as_leader(numbered(i), 1, 0)  # 5 joins segment 4 (unflushed), 6 rolls [6,7]
+    assert [s.base_offset for s in log.segments] == [0, 2, 4, 6]
+
+    manager = open_manager(disk, segment_bytes=1000)  # kill -9: the page cache survives
+    (event,) = manager.recovery_events
+    assert (event.fields["scan_start_offset"], event.fields["truncated_bytes"]) == (4, 0)
+    assert manager.get(TP).recovery_point == 8  # true: the scan fsynced segments 4 and 6
+
+    disk.crash()
+    log = open_manager(disk, segment_bytes=1000).get(TP)
+    assert log.log_end_offset == 8
+    assert [r[3][:3] for r in all_records(log)] == [b"%03d" % i for i in range(8)]
+    assert [tuple(e) for e in log.leader_epoch_cache.entries] == [(0, 0), (1, 5)]
+
+
+def test_a_full_truncation_below_the_log_start_lowers_the_checkpointed_log_start():
+    disk = MemoryDisk()
+    manager, log = new_log(disk, segment_bytes=1000, retention_check_interval_ms=1)
+    for i in range(6):
+        log.append_as_leader(numbered(i), 0, 0)
+    log.high_watermark = 6
+    log.maybe_increment_log_start_offset(4)
+    manager.tick(1)  # retention drops [0,1] [2,3] and checkpoints the log start 4
+    assert disk.read_file(LOG_START_CHECKPOINT) == b"0\n1\norders 0 4\n"
+    log.truncate_to(2)  # below the log start: restart the log empty at 2
+    assert disk.read_file(LOG_START_CHECKPOINT) == b"0\n1\norders 0 2\n"
+    for i in range(2, 6):
+        log.append_as_leader(numbered(i), 1, 0)
+    log = open_manager(disk, segment_bytes=1000).get(TP)  # kill -9
+    assert (log.log_start_offset, log.log_end_offset) == (2, 6)
+    assert [r[0] for r in all_records(log)] == [2, 3, 4, 5]
