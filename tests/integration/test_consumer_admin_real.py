@@ -20,9 +20,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def produce(cluster: RunningCluster, leader: int, partition: int, values: list[bytes]) -> int:
+    """acks=all: the leader answers once the ISR has the records, i.e. once its high watermark
+    passed them (with acks=1 the high watermark trails by a follower fetch round trip)."""
     records = encode_batch([(1_700_000_000_000 + i, b"k", v, (("h", b"1"),)) for i, v in enumerate(values)])
     response = cluster.broker_stub(leader).Produce(
-        broker_pb2.ProduceRequest(acks=1, timeout_ms=5_000, partitions=[
+        broker_pb2.ProduceRequest(acks=-1, timeout_ms=5_000, partitions=[
             broker_pb2.PartitionProduceData(topic="orders", partition=partition, records=records)]),
         timeout=CALL_TIMEOUT_S,
     )
