@@ -67,6 +67,11 @@ class BrokerServiceStub:
                 request_serializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
                 response_deserializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/brokerlab.v1.BrokerService/InitProducerId',
+                request_serializer=brokerlab_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=brokerlab_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -112,6 +117,14 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitProducerId(self, request, context):
+        """KIP-98: a producer id and epoch for an idempotent producer. Any broker answers, from a
+        block of ids it got from the controller (ControllerService.AllocateProducerIds, KIP-730).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.OffsetForLeaderEpoch,
                     request_deserializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.FromString,
                     response_serializer=brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=brokerlab_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=brokerlab_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +329,33 @@ class BrokerService:
             '/brokerlab.v1.BrokerService/OffsetForLeaderEpoch',
             brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
             brokerlab_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.v1.BrokerService/InitProducerId',
+            brokerlab_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+            brokerlab_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
