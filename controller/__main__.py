@@ -1,7 +1,7 @@
 """``python -m controller``: the controller process.
 
     python -m controller --node-id 0 --listen HOST:PORT --data-dir DIR
-        [--config-file F] [--config key=value ...] [--seed N]
+        [--config-file F] [--config key=value ...] [--seed N] [--fault-injection]
 
 Wires the real adapters around the sans-IO ControllerCore: OsDisk under the data directory,
 ``meta.properties`` (the cluster id, created on first start, as Kafka's storage format does),
@@ -10,6 +10,9 @@ the metadata journal (recovered and replayed before the server starts), the asyn
 ControllerService, health (SERVING once the journal is replayed) and reflection. Every trace
 event becomes one logfmt line on stderr. SIGTERM/SIGINT: stop serving, exit 0. Bad flags or
 configuration: one line on stderr, exit 2; any other start-up failure: one line, exit 1.
+
+``--fault-injection`` (a TEST FACILITY, off by default) serves FaultService; its link rules apply
+to calls into the controller (it makes none) and its clock skew to the core's clock.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from brokerlab.disk import Disk, OsDisk
 from brokerlab.driver import CoreDriver, wall_clock_ms
 from brokerlab.ids import CONTROLLER_NODE
 from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
+from brokerlab.rpc.faults import FaultInjector, add_fault_service
 from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
 from brokerlab.sansio import Envelope
 from controller.config import ControllerConfig
@@ -59,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config-file", help="Kafka-style properties file")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, help="seed of placement and topic ids (default: random)")
+    parser.add_argument("--fault-injection", action="store_true",
+                        help="TEST FACILITY: serve FaultService (link faults, clock skew) for experiments")
     return parser.parse_args(argv)
 
 
@@ -106,7 +113,10 @@ async def _no_transport(envelope: Envelope) -> Envelope:
 async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: EventLog) -> int:
     loop = asyncio.get_running_loop()
     host, _ = parse_endpoint(args.listen)
-    server = new_server()
+    faults = None
+    if args.fault_injection:
+        faults = FaultInjector(CONTROLLER_NODE, wall_clock_ms, lambda name, fields: events.emit(name, "warn", **fields))
+    server = new_server([faults.interceptor()] if faults is not None else None)
     try:
         port = server.add_insecure_port(args.listen)
     except RuntimeError as exc:
@@ -122,9 +132,12 @@ async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: Ev
     for event in core.recovery_events:
         events(event)
 
-    driver = CoreDriver(core, CONTROLLER_NODE, _no_transport, on_event=events)
+    clock_ms = faults.clock_ms if faults is not None else wall_clock_ms
+    driver = CoreDriver(core, CONTROLLER_NODE, _no_transport, clock_ms=clock_ms, on_event=events)
     add_controller_service(server, driver)
-    health = add_health_and_reflection(server, [SERVICE_NAME])
+    if faults is not None:
+        add_fault_service(server, faults)
+    health = add_health_and_reflection(server, [SERVICE_NAME] + ([FAULT_SERVICE_NAME] if faults is not None else []))
     await server.start()
     driver.start()
     await set_serving(health, [SERVICE_NAME], True)  # the journal is replayed: ready

@@ -10,6 +10,7 @@ flags given on the command line come last, so they win over the environment:
     both         BROKERLAB_LISTEN (controller 0.0.0.0:9090, broker 0.0.0.0:9092),
                  BROKERLAB_DATA_DIR (/var/lib/brokerlab/data), BROKERLAB_CONFIG_FILE,
                  BROKERLAB_CONFIG ("key=value key=value ...", whitespace or commas between pairs)
+                 BROKERLAB_FAULT_INJECTION (1/true: --fault-injection, the experiments' TEST FACILITY)
     controller   BROKERLAB_NODE_ID (0), BROKERLAB_SEED
     broker       BROKERLAB_BROKER_ID, BROKERLAB_CONTROLLER (required), BROKERLAB_ADVERTISED_LISTENER,
                  BROKERLAB_RACK, BROKERLAB_EXTERNAL_LISTENER, BROKERLAB_ADVERTISED_EXTERNAL_LISTENER,
@@ -80,6 +81,8 @@ def command_for(argv: list[str], env: Mapping[str, str]) -> list[str]:
             if "=" not in pair:
                 raise UsageError(f"BROKERLAB_CONFIG expects key=value pairs, got {pair!r}")
             command += ["--config", pair]
+    if env.get("BROKERLAB_FAULT_INJECTION", "").strip().lower() in ("1", "true", "yes"):
+        command.append("--fault-injection")
     return command + extra
 
 

@@ -114,6 +114,7 @@ class ComposeCluster:
     broker_config: dict[str, str] = field(default_factory=dict)
     controller_config: dict[str, str] = field(default_factory=dict)
     compose_file: Path = COMPOSE_FILE
+    fault_injection: bool = False  # nodes serve FaultService (experiments, --target compose)
 
     def __post_init__(self) -> None:
         if not 1 <= self.brokers <= MAX_BROKERS:
@@ -159,6 +160,7 @@ class ComposeCluster:
             env[f"BROKERLAB_BROKER{i}_PORT"] = str(self.ports[f"broker-{i}"])
         env["BROKERLAB_BROKER_CONFIG"] = " ".join(f"{k}={v}" for k, v in self.broker_config.items())
         env["BROKERLAB_CONTROLLER_CONFIG"] = " ".join(f"{k}={v}" for k, v in self.controller_config.items())
+        env["BROKERLAB_FAULT_INJECTION"] = "1" if self.fault_injection else ""
         return env
 
     def compose_command(self, *args: str) -> list[str]:

@@ -3,7 +3,7 @@
     python -m node --broker-id N --listen HOST:PORT [--advertised-listener HOST:PORT]
         --controller HOST:PORT --data-dir DIR [--rack R] [--config-file F] [--config k=v ...]
         [--external-listener HOST:PORT [--advertised-external-listener HOST:PORT]
-         [--external-controller HOST:PORT]]
+         [--external-controller HOST:PORT]] [--fault-injection]
 
 Wires the real adapters around the sans-IO BrokerCore: OsDisk under the data directory, the
 LogManager (start-up recovery), the asyncio CoreDriver, the gRPC server (BrokerService, health,
@@ -15,6 +15,9 @@ SIGTERM/SIGINT: controlled shutdown first (heartbeats ask the controller to move
 leaderships away; up to controlled.shutdown.timeout.ms, a second signal cuts it short), then
 stop serving, close the logs (writing the clean-shutdown marker), exit 0. Bad flags or
 configuration: one line on stderr, exit 2.
+
+``--fault-injection`` (a TEST FACILITY, off by default) serves FaultService and applies its link
+rules and clock skew to this broker's traffic and clock (brokerlab/rpc/faults.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from brokerlab.disk import OsDisk
 from brokerlab.driver import CoreDriver, wall_clock_ms
 from brokerlab.ids import broker_node
 from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
+from brokerlab.rpc.faults import FaultInjector, add_fault_service
 from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
 from brokerlab.sansio import TraceEvent
 from node.broker import BrokerCore
@@ -74,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="HOST:PORT those clients use for this broker (default: --external-listener)")
     parser.add_argument("--external-controller", metavar="HOST:PORT",
                         help="HOST:PORT those clients use for the controller (default: --controller)")
+    parser.add_argument("--fault-injection", action="store_true",
+                        help="TEST FACILITY: serve FaultService (link faults, clock skew) for experiments")
     return parser.parse_args(argv)
 
 
@@ -105,7 +112,12 @@ def build_config(args: argparse.Namespace) -> BrokerConfig:
 
 async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog) -> int:
     loop = asyncio.get_running_loop()
-    server = new_server()
+    faults = None
+    if args.fault_injection:
+        faults = FaultInjector(broker_node(config.broker_id), wall_clock_ms,
+                               lambda name, fields: events.emit(name, "warn", **fields))
+    interceptors = [faults.interceptor()] if faults is not None else None
+    server = new_server(interceptors)
     listen_host, _ = parse_endpoint(args.listen, allow_any_port=True)
     try:
         port = server.add_insecure_port(args.listen)  # bind before touching the logs
@@ -122,7 +134,8 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
         external_advertised = args.advertised_external_listener
         try:
             external = ExternalListener(args.external_listener,
-                                        parse_endpoint(external_advertised) if external_advertised else None)
+                                        parse_endpoint(external_advertised) if external_advertised else None,
+                                        interceptors)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {args.external_listener}: {exc}") from None
         config = replace(config, external_endpoint=external.advertised)
@@ -137,8 +150,9 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
         broker = core.image.broker(broker_id)
         return (broker.host, broker.port) if broker is not None else None
 
-    transport = BrokerTransport(config, endpoint_of)
-    health = add_health_and_reflection(server, [SERVICE_NAME, GROUP_SERVICE_NAME])
+    transport = BrokerTransport(config, endpoint_of, faults)
+    services = [SERVICE_NAME, GROUP_SERVICE_NAME] + ([FAULT_SERVICE_NAME] if faults is not None else [])
+    health = add_health_and_reflection(server, services)
     tasks: set[asyncio.Task] = set()
     serving = False
 
@@ -159,9 +173,12 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-    driver = CoreDriver(core, core.node, transport, on_event=on_event)
+    clock_ms = faults.clock_ms if faults is not None else wall_clock_ms
+    driver = CoreDriver(core, core.node, transport, clock_ms=clock_ms, on_event=on_event)
     add_broker_service(server, driver)
     add_group_service(server, driver)
+    if faults is not None:
+        add_fault_service(server, faults)
     await set_serving(health, [SERVICE_NAME], False)
     await server.start()
     extra = {}
@@ -169,6 +186,8 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
         external_controller = parse_endpoint(args.external_controller) if args.external_controller else None
         external.attach(driver, lambda: external_endpoints(core.image, config.controller_endpoint,
                                                            external_controller))
+        if faults is not None:  # reachable from outside the compose network too
+            add_fault_service(external.server, faults)
         await external.start()
         extra = {"external_listen": external.listen,
                  "external_advertised": f"{external.advertised[0]}:{external.advertised[1]}"}

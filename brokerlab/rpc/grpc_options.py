@@ -35,8 +35,9 @@ SERVER_OPTIONS = [
 ]
 
 
-def new_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=SERVER_OPTIONS)
+def new_server(interceptors=None) -> grpc.aio.Server:
+    """``interceptors``: e.g. the fault-injection hook (brokerlab/rpc/faults.py), when enabled."""
+    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors or None)
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: list[str]) -> health.aio.HealthServicer:

@@ -108,8 +108,8 @@ class ExternalView:
 class ExternalListener:
     """The second gRPC server: BrokerService (translated), health and reflection."""
 
-    def __init__(self, listen: str, advertised: Address | None) -> None:
-        self.server = new_server()
+    def __init__(self, listen: str, advertised: Address | None, interceptors: Any = None) -> None:
+        self.server = new_server(interceptors)
         port = self.server.add_insecure_port(listen)  # RuntimeError if the address is taken
         if port == 0:
             raise RuntimeError(f"cannot listen on {listen}")

@@ -8,7 +8,7 @@ A gRPC failure becomes ``envelope.failed(reason)``: the core decides what to do 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -26,9 +26,10 @@ EndpointOf = Callable[[int], "tuple[str, int] | None"]
 
 
 class BrokerTransport:
-    def __init__(self, config: BrokerConfig, endpoint_of: EndpointOf) -> None:
+    def __init__(self, config: BrokerConfig, endpoint_of: EndpointOf, faults: Any = None) -> None:
         self._config = config
         self._endpoint_of = endpoint_of
+        self._faults = faults  # brokerlab.rpc.faults.FaultInjector with --fault-injection, else None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], object] = {}
 
@@ -72,8 +73,14 @@ class BrokerTransport:
             method = getattr(self._stub(envelope.dst), envelope.rpc)
         except (LookupError, ValueError, AttributeError) as exc:
             return envelope.failed(f"cannot route {envelope.rpc} to {envelope.dst}: {exc}")
+        options = {"timeout": self.timeout_s(envelope)}
+        if self._faults is not None:  # test facility: lost or delayed links (brokerlab/rpc/faults.py)
+            lost = await self._faults.outbound(envelope.dst, options["timeout"])
+            if lost is not None:
+                return envelope.failed(lost)
+            options["metadata"] = self._faults.metadata
         try:
-            response = await method(envelope.message, timeout=self.timeout_s(envelope))
+            response = await method(envelope.message, **options)
         except grpc.aio.AioRpcError as exc:
             return envelope.failed(f"{exc.code().name}: {exc.details()}")
         return envelope.reply(response)
