@@ -123,13 +123,18 @@ class GroupRunner:
     async def _keep_metadata_fresh(self) -> None:
         cache = self.link.cache
         backoff_ms = self.config.retry_backoff_ms
+        last_full_ms: int | None = None  # a pattern needs every topic; other refreshes ask for fewer
         while not self._closed:
-            if self.subscribed and cache.needs_update(self.link.now_ms()):
+            now_ms = self.link.now_ms()
+            full_due = self.pattern is not None and (
+                last_full_ms is None or now_ms - last_full_ms >= cache.metadata_max_age_ms)
+            if self.subscribed and (full_due or cache.needs_update(now_ms)):
                 try:
                     topics = None if self.pattern is not None else (cache.wanted_topics() or None)
                     await self.link.refresh_metadata(topics)
                     backoff_ms = self.config.retry_backoff_ms
                     if self.pattern is not None:
+                        last_full_ms = now_ms
                         self._match_pattern()
                 except Exception as exc:  # keep going: the next attempt may succeed
                     log.debug("group metadata refresh failed: %s", exc)
