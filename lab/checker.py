@@ -209,3 +209,94 @@ def _ranges(offsets: list[int]) -> list[str]:
     if start is not None:
         out.append(f"{start}-{prev}" if prev != start else str(start))
     return out
+
+
+# ---- what a configuration promises, and the verdict against it ---------------------------------
+
+DURABILITY = ("lost-write", "unseen")
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What Kafka's semantics promise for a producer/topic configuration (REFERENCE.md's matrix).
+
+    - acks=all + min.insync.replicas >= 2 + clean elections: nothing acknowledged is lost
+      (lost-write, unseen after a full read-back), and offsets are never rewritten.
+    - idempotence: no duplicates, sends of one producer land in order (nonmonotonic-send).
+      Without it, a retry after a lost answer may write twice and, with more than one request in
+      flight, out of order.
+    - always: a definitely failed send is never read (aborted-read); a consumer's reads of a
+      partition move forward without skipping (poll-skip, nonmonotonic-poll) unless it seeked or
+      data it read was truncated, which only a configuration that may lose data allows.
+    """
+
+    acks: str = "all"
+    min_insync_replicas: int = 2
+    replication_factor: int = 3
+    idempotence: bool = False
+    unclean_leader_election: bool = False
+    max_in_flight: int = 5
+
+    @property
+    def durable(self) -> bool:
+        return (self.acks in ("all", "-1") and self.min_insync_replicas >= 2 and self.replication_factor >= 2
+                and not self.unclean_leader_election)
+
+    def allowed(self) -> dict[str, str]:
+        """Anomaly name -> why this configuration does not promise its absence."""
+        out: dict[str, str] = {"offset-gap": "not one of Jepsen's anomalies (opt-in)"}
+        if not self.durable:
+            why = (f"acks={self.acks}" if self.acks not in ("all", "-1") else
+                   "unclean.leader.election.enable=true" if self.unclean_leader_election else
+                   f"min.insync.replicas={self.min_insync_replicas}")
+            reason = f"{why} does not promise durability: an acknowledged write may be truncated"
+            for name in ("lost-write", "unseen", "nonmonotonic-send", "poll-skip", "nonmonotonic-poll"):
+                out[name] = reason
+            if self.unclean_leader_election:
+                out["inconsistent-offsets"] = "an unclean leader may rewrite offsets consumers already read"
+                out["duplicate"] = "an unclean leader may rewrite offsets consumers already read"
+        if not self.idempotence:
+            out.setdefault("duplicate", "without idempotence a retried send may be written twice")
+            if self.max_in_flight > 1:
+                out.setdefault("nonmonotonic-send", "without idempotence, retries with more than one request "
+                                                     "in flight may reorder")
+        return out
+
+    def describe(self) -> str:
+        return (f"acks={self.acks} min.insync.replicas={self.min_insync_replicas} "
+                f"replication.factor={self.replication_factor} idempotence={'on' if self.idempotence else 'off'} "
+                f"unclean.leader.election={'on' if self.unclean_leader_election else 'off'} "
+                f"max.in.flight={self.max_in_flight}")
+
+
+@dataclass
+class Verdict:
+    ok: bool  # no promised anomaly showed up
+    broken: dict[str, int]  # promised absent, yet found
+    tolerated: dict[str, int]  # found, but the configuration does not promise otherwise
+    reasons: dict[str, str]  # for each tolerated name: why it is allowed
+    promise: Promise
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "broken": self.broken, "tolerated": self.tolerated, "reasons": self.reasons,
+                "promise": self.promise.describe(), "durable": self.promise.durable}
+
+    def lines(self) -> list[str]:
+        head = "PASS: every promise of the configuration held" if self.ok else (
+            "FAIL: broke the configuration's promises: " + ", ".join(f"{k}={v}" for k, v in self.broken.items()))
+        lines = [head, f"  promises of {self.promise.describe()}:"]
+        promised = [name for name in ANOMALIES if name not in self.promise.allowed()]
+        lines.append(f"    zero {', '.join(promised)}")
+        if not self.promise.durable:
+            lines.append("    NOT promised: durability of acknowledged writes (the checker counts what was lost)")
+        for name, count in self.tolerated.items():
+            lines.append(f"  allowed here: {name}={count} ({self.reasons[name]})")
+        return lines
+
+
+def judge(result: CheckResult, promise: Promise) -> Verdict:
+    allowed = promise.allowed()
+    counts = result.counts()
+    broken = {name: n for name, n in counts.items() if name not in allowed}
+    tolerated = {name: n for name, n in counts.items() if name in allowed}
+    return Verdict(not broken, broken, tolerated, {name: allowed[name] for name in tolerated}, promise)

@@ -13,6 +13,11 @@ A poll lists the ``(topic, partition, offset, value)`` records one consumer got,
 seek (or a new assignment) tells the checker that the consumer's next poll may start anywhere.
 Values identify sends, so a workload gives every send a unique value.
 
+An event is anything else with a time: a fault or heal the nemesis applied, a cluster event read
+from a node's log (BecameLeader, IsrShrunk, LogTruncated...), a consumer's rebalance. Times are
+milliseconds since the history started; ``started_epoch_ms`` (wall clock at that moment) lines
+them up with the nodes' logfmt ``ts=``.
+
 Recording is cheap (appends to lists) and works from producer callbacks on the event loop.
 ``save``/``load`` keep a history as JSON lines next to an experiment's results.
 """
@@ -65,6 +70,7 @@ class Send:
     error: str | None = None
     invoked_ms: float = 0.0
     completed_ms: float | None = None
+    key: bytes | None = None
 
     @property
     def completed(self) -> bool:
@@ -92,14 +98,29 @@ class Seek:
 
 
 @dataclass
+class Event:
+    """A fault/heal (``kind`` "fault"/"heal"), a node's log event ("cluster") or a client's ("client")."""
+
+    index: int
+    kind: str
+    name: str
+    at_ms: float = 0.0
+    node: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class History:
     sends: list[Send] = field(default_factory=list)
     polls: list[Poll] = field(default_factory=list)
     seeks: list[Seek] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._counter = itertools.count(len(self.sends) + len(self.polls) + len(self.seeks))
+        self._counter = itertools.count(len(self.sends) + len(self.polls) + len(self.seeks) + len(self.events))
         self._started = time.monotonic()
+        self.started_epoch_ms = time.time() * 1000
 
     def now_ms(self) -> float:
         """Milliseconds since the history started (the clock of every op's timestamps)."""
@@ -107,8 +128,12 @@ class History:
 
     # ---- recording ------------------------------------------------------------------------
 
-    def invoke_send(self, process: str, topic: str, partition: int, value: bytes) -> Send:
-        send = Send(next(self._counter), process, topic, partition, value, invoked_ms=self.now_ms())
+    def epoch_to_ms(self, epoch_ms: float) -> float:
+        """A wall-clock time (ms since the epoch, e.g. a log line's ts=) on the history's clock."""
+        return round(epoch_ms - self.started_epoch_ms, 3)
+
+    def invoke_send(self, process: str, topic: str, partition: int, value: bytes, key: bytes | None = None) -> Send:
+        send = Send(next(self._counter), process, topic, partition, value, invoked_ms=self.now_ms(), key=key)
         self.sends.append(send)
         return send
 
@@ -127,10 +152,10 @@ class History:
             send.offset = offset
 
     def track(self, process: str, handle: Any, value: bytes, topic: str | None = None,
-              partition: int | None = None) -> Send:
+              partition: int | None = None, key: bytes | None = None) -> Send:
         """Record a producer send from its ``RecordHandle`` (settled by the handle's callback)."""
         send = self.invoke_send(process, topic or handle.topic, handle.partition if partition is None else partition,
-                                value)
+                                value, key)
 
         def done(h: Any) -> None:
             error = h.exception()
@@ -153,6 +178,12 @@ class History:
         seek = Seek(next(self._counter), process, topic, partition, offset, self.now_ms())
         self.seeks.append(seek)
         return seek
+
+    def record_event(self, kind: str, name: str, node: str | None = None, at_ms: float | None = None,
+                     **fields: Any) -> Event:
+        event = Event(next(self._counter), kind, name, self.now_ms() if at_ms is None else at_ms, node, fields)
+        self.events.append(event)
+        return event
 
     # ---- views ----------------------------------------------------------------------------
 
@@ -182,12 +213,15 @@ class History:
     def save(self, path: Path | str) -> None:
         """JSON lines, one op each, in index order (values hex-encoded)."""
         ops = [("send", s) for s in self.sends] + [("poll", p) for p in self.polls] + [("seek", k) for k in self.seeks]
+        ops += [("event", e) for e in self.events]
         ops.sort(key=lambda op: op[1].index)
         with open(path, "w") as out:
+            out.write(json.dumps({"type": "meta", "started_epoch_ms": self.started_epoch_ms, **self.meta}) + "\n")
             for kind, op in ops:
                 data = asdict(op)
                 if kind == "send":
                     data["value"] = op.value.hex()
+                    data["key"] = op.key.hex() if op.key is not None else None
                 elif kind == "poll":
                     data["records"] = [[t, p, o, v.hex() if v is not None else None] for t, p, o, v in op.records]
                 out.write(json.dumps({"type": kind, **data}) + "\n")
@@ -198,8 +232,13 @@ class History:
         for line in Path(path).read_text().splitlines():
             data = json.loads(line)
             kind = data.pop("type")
-            if kind == "send":
+            if kind == "meta":
+                history.started_epoch_ms = data.pop("started_epoch_ms", history.started_epoch_ms)
+                history.meta = data
+            elif kind == "send":
                 data["value"] = bytes.fromhex(data["value"])
+                if data.get("key") is not None:
+                    data["key"] = bytes.fromhex(data["key"])
                 history.sends.append(Send(**data))
             elif kind == "poll":
                 data["records"] = [(t, p, o, bytes.fromhex(v) if v is not None else None)
@@ -207,6 +246,9 @@ class History:
                 history.polls.append(Poll(**data))
             elif kind == "seek":
                 history.seeks.append(Seek(**data))
-        indices = [op.index for op in (*history.sends, *history.polls, *history.seeks)]
+            elif kind == "event":
+                history.events.append(Event(**data))
+        history.events.sort(key=lambda e: (e.at_ms, e.index))
+        indices = [op.index for op in (*history.sends, *history.polls, *history.seeks, *history.events)]
         history._counter = itertools.count(max(indices, default=-1) + 1)
         return history

@@ -216,3 +216,76 @@ def test_failures_and_the_longest_gap_without_acknowledgements_in_a_window() -> 
     assert h.longest_ack_gap_ms(0, 600) == 395  # 15 -> 410
     assert h.longest_ack_gap_ms(420, 600) == 95  # the window's own edges count (505 -> 600)
     assert h.longest_ack_gap_ms(0, 600, partition=(T, 1)) == 600  # nothing acknowledged there
+
+
+# ---- promises and verdicts -------------------------------------------------------------------
+
+def _lossy_history() -> History:
+    """acks=1 style: an acknowledged write at offset 1 was replaced by another value at offset 1."""
+    history = History()
+    a = history.invoke_send("p", "t", 0, b"a")
+    history.complete_send(a, 0)
+    b = history.invoke_send("p", "t", 0, b"b")
+    history.complete_send(b, 1)
+    c = history.invoke_send("p", "t", 0, b"c")
+    history.complete_send(c, 1)
+    history.record_poll("c", [("t", 0, 0, b"a"), ("t", 0, 1, b"c")])
+    return history
+
+
+def test_a_durable_configuration_promises_no_loss_and_the_verdict_fails_on_one() -> None:
+    from lab.checker import Promise, judge
+
+    result = check(_lossy_history())
+    assert result.count("lost-write") == 1
+    verdict = judge(result, Promise(acks="all", min_insync_replicas=2, idempotence=True))
+    assert not verdict.ok and verdict.broken["lost-write"] == 1 and "nonmonotonic-send" in verdict.broken
+    assert verdict.lines()[0].startswith("FAIL")
+
+
+def test_acks_1_tolerates_loss_and_says_why() -> None:
+    from lab.checker import Promise, judge
+
+    verdict = judge(check(_lossy_history()), Promise(acks="1", min_insync_replicas=2))
+    assert verdict.ok and verdict.tolerated == {"lost-write": 1, "unseen": 1, "nonmonotonic-send": 1}
+    assert "acks=1 does not promise durability" in verdict.reasons["lost-write"]
+    text = "\n".join(verdict.lines())
+    assert "NOT promised: durability" in text and "lost-write=1" in text
+
+
+def test_without_idempotence_duplicates_are_tolerated_but_aborted_reads_never_are() -> None:
+    from lab.checker import Promise, judge
+
+    history = History()
+    a = history.invoke_send("p", "t", 0, b"a")
+    history.complete_send(a, 0)
+    f = history.invoke_send("p", "t", 0, b"f")
+    history.complete_send(f, error=KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS, "isr"))
+    history.record_poll("c", [("t", 0, 0, b"a"), ("t", 0, 1, b"a"), ("t", 0, 2, b"f")])
+    result = check(history)
+    plain = judge(result, Promise(idempotence=False))
+    assert "duplicate" in plain.tolerated and plain.broken == {"aborted-read": 1}
+    strict = judge(result, Promise(idempotence=True))
+    assert set(strict.broken) == {"duplicate", "aborted-read"}
+    clean = History()
+    s = clean.invoke_send("p", "t", 0, b"x")
+    clean.complete_send(s, 0)
+    clean.record_poll("c", [("t", 0, 0, b"x")])
+    assert judge(check(clean), Promise(idempotence=True)).ok
+
+
+def test_events_and_keys_survive_save_and_load(tmp_path: Path) -> None:
+    history = History()
+    send = history.invoke_send("p", "t", 0, b"v", key=b"k1")
+    history.complete_send(send, 0)
+    history.record_event("fault", "kill", node="broker-2", signal="SIGKILL")
+    history.record_event("cluster", "BecameLeader", node="broker-1", at_ms=12.5, topic="t", partition="0")
+    history.meta["scenario"] = "leader-kill"
+    history.save(tmp_path / "h.jsonl")
+    loaded = History.load(tmp_path / "h.jsonl")
+    assert loaded.sends[0].key == b"k1"
+    assert [(e.kind, e.name, e.node) for e in loaded.events] == [
+        ("fault", "kill", "broker-2"), ("cluster", "BecameLeader", "broker-1")]  # in time order
+    assert loaded.events[0].fields == {"signal": "SIGKILL"}
+    assert loaded.meta == {"scenario": "leader-kill"}
+    assert abs(loaded.started_epoch_ms - history.started_epoch_ms) < 1e-3
