@@ -246,6 +246,63 @@ def validate_batch(buf: bytes | memoryview, position: int = 0) -> BatchHeader:
 
 
 def _check_records(buf, pos: int, end: int, record_count: int, batch_position: int) -> None:
+    if record_count >= _FAST_CHECK_MIN_RECORDS and _uniform_records_in_order(buf, pos, end, record_count):
+        return  # the walk would find nothing wrong
+    _walk_records(buf, pos, end, record_count, batch_position)
+
+
+def uniform_record_stride(buf: bytes | memoryview, start: int, end: int, count: int) -> int:
+    """``4 + length`` when ``count`` records that all carry the same length prefix exactly fill
+    ``buf[start:end]`` (a producer of fixed-size values sends such batches), else 0.
+
+    Four strided slices, one per byte of the int32 prefix, compare every record's length at C
+    speed instead of a Python step per record.
+    """
+    if count < 1 or end - start < 4:
+        return 0
+    (length,) = _INT32.unpack_from(buf, start)
+    stride = 4 + length
+    if length < 0 or stride * count != end - start:
+        return 0
+    region = memoryview(buf)[start:end]
+    prefix = bytes(region[:4])
+    for j in range(4):
+        if region[j::stride] != prefix[j : j + 1] * count:
+            return 0
+    return stride
+
+
+def _uniform_records_in_order(buf, start: int, end: int, count: int) -> bool:
+    """The fast path of ``_check_records``: records of one length (at least a record header)
+    whose offset deltas are 0, 1, 2... -- each of the 4 delta bytes compared for every record at
+    once, by strided slices. False only sends the caller to the walk, which names the problem."""
+    stride = uniform_record_stride(buf, start, end, count)
+    if stride < RECORD_HEADER_BYTES:
+        return False
+    deltas = memoryview(buf)[start + _OFFSET_DELTA_AT : end]
+    lanes = _offset_delta_lanes(count)
+    return all(deltas[j::stride] == lanes[j][:count] for j in range(4))
+
+
+# Below this many records the walk is cheaper than the slices' fixed cost (~2 us).
+_FAST_CHECK_MIN_RECORDS = 16
+_OFFSET_DELTA_AT = 12  # in a record: after length int32 and timestamp_delta int64
+# Lane j holds byte j of the big-endian int32s 0, 1, 2...; grown on demand, never shrunk (a
+# count here is bounded by the bytes it covers: at least 26 a record).
+_delta_lanes: list[tuple[bytes, bytes, bytes, bytes]] = [(b"", b"", b"", b"")]
+
+
+def _offset_delta_lanes(count: int) -> tuple[bytes, bytes, bytes, bytes]:
+    lanes = _delta_lanes[0]
+    if len(lanes[0]) < count:
+        size = max(count, 2 * len(lanes[0]), 1024)
+        packed = struct.pack(f">{size}i", *range(size))
+        lanes = _delta_lanes[0] = (packed[0::4], packed[1::4], packed[2::4], packed[3::4])
+    return lanes
+
+
+def _walk_records(buf, pos: int, end: int, record_count: int, batch_position: int) -> None:
+    """Check record by record; raises CorruptBatchError naming the first problem."""
     unpack = RECORD_HEADER.unpack_from
     for expected_delta in range(record_count):
         if end - pos < RECORD_HEADER_BYTES:

@@ -25,6 +25,7 @@ from brokerlab.record_batch import (
     read_header,
     set_base_offset,
     set_partition_leader_epoch,
+    uniform_record_stride,
     validate_batches,
 )
 from brokerlab.sansio import TraceEvent
@@ -89,18 +90,13 @@ def check_replicated_batches(buf: bytes | memoryview) -> list[BatchHeader]:
 def _record_lengths_fit(view: memoryview, start: int, end: int, count: int) -> bool:
     """Do ``count`` length-prefixed records exactly fill ``view[start:end]``?
 
-    Equal-sized records (the common case) are checked with four C-speed slices of the length
-    fields; others by walking the length prefixes.
+    Equal-sized records (the common case) are checked at C speed (``uniform_record_stride``);
+    others by walking the length prefixes.
     """
     if end - start < 4:
         return False
-    (first,) = _RECORD_LENGTH.unpack_from(view, start)
-    stride = 4 + first
-    if first >= 0 and stride * count == end - start:
-        region = view[start:end]
-        prefix = _RECORD_LENGTH.pack(first)
-        if all(region[j::stride] == prefix[j:j + 1] * count for j in range(4)):
-            return True
+    if uniform_record_stride(view, start, end, count):
+        return True
     position = start
     unpack = _RECORD_LENGTH.unpack_from
     for _ in range(count):
