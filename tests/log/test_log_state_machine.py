@@ -13,7 +13,7 @@ from log_testkit import TP, TP_DIR, all_records
 
 from brokerlab.disk import MemoryDisk
 from brokerlab.record_batch import encode_batch
-from node.log import LogConfig, LogManager
+from node.log import LogConfig, LogManager, checkpoints
 from node.log.segment import LOG_SUFFIX, parse_segment_file_name
 
 record_strategy = st.tuples(
@@ -132,6 +132,10 @@ class PartitionLogMachine(RuleBasedStateMachine):
         assert log.size_bytes == sum(on_disk.values())
         assert log.log_start_offset <= log.high_watermark <= log.log_end_offset
         assert log.recovery_point <= log.log_end_offset
+        # The checkpointed one too: above the log end (stale after a truncation), the next
+        # unclean start would trust segments that later appends filled and never fsynced.
+        checkpointed, problem = checkpoints.read_offsets(self.disk, checkpoints.RECOVERY_POINT_CHECKPOINT)
+        assert problem is None and checkpointed.get(TP, 0) <= log.log_end_offset
 
     @precondition(lambda self: self.manager is not None)
     @invariant()
