@@ -57,6 +57,9 @@ def analyze(history: History) -> dict[str, Any]:
     counts = result.counts()
     problems = expect.check(verdict.ok, counts)
     acked = [s for s in history.sends if s.outcome == OK]
+    final = {v for poll in history.polls if poll.process == timelines.READ_BACK for (_, _, _, v) in poll.records}
+    missing = sum(1 for s in acked if s.value not in final) if any(
+        p.process == timelines.READ_BACK for p in history.polls) else None
     return {
         "scenario": meta.get("scenario"), "description": meta.get("description", ""), "target": meta.get("target"),
         "seed": meta.get("seed"), "duration_s": meta.get("duration_s"), "run_id": meta.get("run_id"),
@@ -70,6 +73,7 @@ def analyze(history: History) -> dict[str, Any]:
         "expected": {"verdict": expect.verdict, "anomalies": expect.anomalies, "notes": expect.notes,
                      "as_expected": not problems, "differences": problems},
         "lost": {"acknowledged_lost": result.count("lost-write"), "unseen": result.count("unseen"),
+                 "acknowledged_missing_at_end": missing,
                  "records_truncated": timeline.records_truncated()},
         "timeline": timeline.to_json(),
         "notes": meta.get("notes", []),
@@ -111,8 +115,10 @@ def summary_text(r: dict) -> str:
     lines.append(f"expected: {exp['verdict']}" + (f" with {exp['anomalies']}" if exp["anomalies"] else "")
                  + (" -> AS EXPECTED" if exp["as_expected"] else f" -> NOT AS EXPECTED: {'; '.join(exp['differences'])}"))
     lost = r["lost"]
-    if lost["acknowledged_lost"] or lost["records_truncated"]:
-        lines.append(f"lost: {lost['acknowledged_lost']} acknowledged records (lost-write); "
+    if lost["acknowledged_lost"] or lost["records_truncated"] or lost.get("acknowledged_missing_at_end"):
+        lines.append(f"lost: {lost['acknowledged_lost']} acknowledged records never read (lost-write); "
+                     f"{lost.get('acknowledged_missing_at_end')} acknowledged records missing from the final "
+                     f"read-back (read earlier and then rewritten count here: inconsistent-offsets); "
                      f"truncations removed {lost['records_truncated']} records in total")
     lines += ["", "anomalies:"]
     if not r["anomalies"]:

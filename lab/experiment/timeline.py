@@ -161,7 +161,8 @@ def _failovers(timeline: Timeline, history: History, topic: str, controller: lis
                 if fenced is not None:
                     step.fenced_after_ms = round(fenced.at_ms - fault.at_ms, 1)
                 moved = next((e for e in controller if e.name == "LeaderChanged" and e.at_ms >= fault.at_ms
-                              and e.fields.get("topic") == topic and _int(e.fields.get("partition")) == p), None)
+                              and e.fields.get("topic") == topic and _int(e.fields.get("partition")) == p
+                              and _int(e.fields.get("leader")) >= 0), None)  # offline (-1) is not a new leader
                 since = fault.at_ms
                 if moved is not None:
                     step.new_leader = _int(moved.fields.get("leader"))

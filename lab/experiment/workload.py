@@ -20,10 +20,11 @@ import logging
 import time
 from typing import Any
 
+from brokerlab.errors import is_retriable
 from brokerlab.ids import TopicPartition
 from client import Consumer, Producer
 from lab.experiment.scenario import WorkloadSpec
-from lab.history import History
+from lab.history import INFO, History
 
 log = logging.getLogger("lab.experiment")
 POLL_TIMEOUT_MS = 100
@@ -70,13 +71,28 @@ class ProducerLoad:
                 key = f"k{n % self.spec.keys}".encode() if self.spec.keys > 0 else None
                 partition = None if key is not None else n % self.partitions
                 handle = await self.producer.send(self.topic, value, key=key, partition=partition)
-                self.history.track(self.name, handle, value, key=key)
+                self._track(handle, value, key)
                 self.sent += 1
                 next_at += self.interval_s
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         except Exception as exc:  # a send refused outright (e.g. buffer full past max.block.ms)
             self.error = exc
             log.warning("%s stopped: %s", self.name, exc)
+
+    def _track(self, handle: Any, value: bytes, key: bytes | None) -> None:
+        """Like History.track, but a retriable final error is ``info``, not ``fail``: the producer
+        retried, and an earlier attempt (timed out, or NOT_ENOUGH_REPLICAS_AFTER_APPEND) may have been
+        appended, so even NOT_ENOUGH_REPLICAS at the end proves nothing about the record."""
+        send = self.history.invoke_send(self.name, self.topic, handle.partition, value, key)
+
+        def done(h: Any) -> None:
+            error = h.exception()
+            code = getattr(error, "code", None)
+            retried = error is not None and code is not None and is_retriable(int(code))
+            self.history.complete_send(send, None if error is not None else h.result().offset, error,
+                                       outcome=INFO if retried else None)
+
+        handle.add_done_callback(done)
 
     async def stop(self, settle_timeout_ms: int) -> None:
         self._stopping = True
