@@ -9,13 +9,14 @@ a cluster that ties them together with a trace and invariants (``cluster``), and
 from .client import LeaderNotFound, RetriableError, SimClient, TransportFailed
 from .cluster import InvariantViolation, SimCluster
 from .network import NetworkConfig, SimNetwork
-from .node import BootContext, CoreFailed, SimNode
+from .node import BootContext, CoreFailed, GracefulStop, SimNode
 from .scheduler import Livelock, Scheduler, SimulationError, derive_seed
 from .trace import Trace, TraceEntry
 
 __all__ = [
     "BootContext",
     "CoreFailed",
+    "GracefulStop",
     "InvariantViolation",
     "LeaderNotFound",
     "Livelock",

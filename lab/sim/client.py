@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from brokerlab.errors import ErrorCode, KafkaError, is_retriable
-from brokerlab.ids import CONTROLLER_NODE, broker_id_of, broker_node
+from brokerlab.ids import CONTROLLER_NODE, TopicPartition, broker_id_of, broker_node
 from brokerlab.record_batch import Record, decode_records, encode_batch
 from brokerlab.sansio import Envelope, RequestIds
 from brokerlab.v1 import broker_pb2, controller_pb2, metadata_pb2
@@ -39,7 +39,8 @@ class RetriableError(Exception):
 
 
 class SimClient:
-    def __init__(self, name: str, scheduler: Scheduler, network: SimNetwork, trace: Trace) -> None:
+    def __init__(self, name: str, scheduler: Scheduler, network: SimNetwork, trace: Trace,
+                 on_acknowledged: Callable[[TopicPartition, int, bytes, int], None] | None = None) -> None:
         if not name.startswith("client"):
             raise ValueError("client node names start with 'client'")
         self.name = name
@@ -48,6 +49,8 @@ class SimClient:
         self.network = network
         self.trace = trace
         self.request_timeout_ms: int | None = None
+        # Told of every acks=all acknowledgement (the cluster's ledger that invariants check).
+        self.on_acknowledged = on_acknowledged
         self._ids = RequestIds()
         self._answers: dict[int, Envelope] = {}
         # Leaders as last seen in metadata; dropped on any error that says they moved.
@@ -209,6 +212,9 @@ class SimClient:
         )
         answer = self._call_leader(topic, partition, node, "Produce", request).partitions[0]
         self._forget_leader(topic, partition, answer.error_code)
+        if acks == -1 and answer.error_code == ErrorCode.NONE and self.on_acknowledged is not None:
+            for i, value in enumerate(values):
+                self.on_acknowledged(TopicPartition(topic, partition), answer.base_offset + i, value, now)
         return answer
 
     def fetch(

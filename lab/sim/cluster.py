@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from .client import SimClient
 from .network import NetworkConfig, SimNetwork
-from .node import CallTimeout, CoreFactory, Shutdown, SimNode
+from .node import CallTimeout, CoreFactory, GracefulStop, Shutdown, SimNode
 from .scheduler import Scheduler, SimulationError
 from .trace import Trace
 
@@ -45,6 +45,10 @@ class SimCluster:
         self.nodes: dict[str, SimNode] = {}
         self.clients: dict[str, SimClient] = {}
         self.invariants: list[Invariant] = list(invariants)
+        # Records clients saw acknowledged with acks=all, in the order the acks arrived:
+        # (TopicPartition, offset, value, sent_ms of the attempt that was acknowledged).
+        # Invariants hold the cluster to them.
+        self.acknowledged: list[tuple[Any, int, bytes, int]] = []
         self.scheduler.after_event.append(self.check_invariants)
 
     # -- building ---------------------------------------------------------------------------
@@ -55,7 +59,7 @@ class SimCluster:
         config: Any = None,
         *,
         start: bool = True,
-        shutdown: Shutdown | None = None,
+        shutdown: Shutdown | GracefulStop | None = None,
         call_timeout: CallTimeout | None = None,
     ) -> SimNode:
         if name in self.nodes or name in self.clients:
@@ -70,8 +74,14 @@ class SimCluster:
 
     def client(self, name: str = "client-1") -> SimClient:
         if name not in self.clients:
-            self.clients[name] = SimClient(name, self.scheduler, self.network, self.trace)
+            self.clients[name] = SimClient(name, self.scheduler, self.network, self.trace,
+                                           on_acknowledged=self.acknowledge)
         return self.clients[name]
+
+    def acknowledge(self, tp: Any, offset: int, value: bytes, sent_ms: int) -> None:
+        """A client got an acks=all acknowledgement for ``value`` at ``offset`` of ``tp``, for a
+        request it sent at ``sent_ms`` (the leader acknowledged it at some time in between)."""
+        self.acknowledged.append((tp, offset, value, sent_ms))
 
     def node(self, name: str) -> SimNode:
         return self.nodes[name]
@@ -89,9 +99,20 @@ class SimCluster:
         self.nodes[name].crash(lose_unflushed)
         self.check_invariants()
 
-    def stop(self, name: str) -> None:
-        self.nodes[name].stop()
+    def stop(self, name: str, wait: bool = True) -> None:
+        """SIGTERM. A graceful stop takes virtual time: with ``wait`` the simulation runs until
+        the process has exited (its own deadline bounds that), else it exits later on its own."""
+        node = self.nodes[name]
+        node.stop()
         self.check_invariants()
+        if not wait or not node.alive:
+            return
+        if node.paused:
+            raise SimulationError(f"{name} is paused: a SIGTERM waits for SIGCONT")
+        graceful = node.shutdown
+        limit = graceful.timeout_ms + 1 if isinstance(graceful, GracefulStop) else 0
+        if not self.scheduler.run_until(lambda: not node.alive, self.scheduler.now_ms + limit):
+            raise SimulationError(f"{name} did not exit within its stop deadline ({limit} ms)")
 
     def start(self, name: str) -> None:
         self.nodes[name].start()
@@ -129,7 +150,8 @@ class SimCluster:
             try:
                 invariant(self)
             except InvariantViolation as exc:
-                name = getattr(invariant, "__name__", type(invariant).__name__)
+                # A suite of checks names the one that failed on the exception.
+                name = getattr(exc, "invariant", None) or getattr(invariant, "__name__", type(invariant).__name__)
                 raise InvariantViolation(
                     f"invariant {name} broken at t={self.scheduler.now_ms} "
                     f"(+{self.scheduler.elapsed_ms()} ms, event #{self.scheduler.events_run}, seed {self.seed}): {exc}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from brokerlab.ids import CONTROLLER_NODE, broker_node
-from brokerlab.sansio import Envelope
+from brokerlab.sansio import Effects, Envelope
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.journal import MetadataJournal
@@ -22,7 +22,7 @@ from node.log.manager import LogManager
 
 from .cluster import Invariant, SimCluster
 from .network import NetworkConfig
-from .node import BootContext
+from .node import BootContext, GracefulStop
 from .scheduler import SimulationError
 
 # The port in every simulated endpoint; the host is the node name ("broker-1").
@@ -91,9 +91,23 @@ def broker_call_timeout(config: BrokerConfig):
     return call_timeout
 
 
-def broker_shutdown(core: BrokerCore, now_ms: int) -> None:
-    """SIGTERM: flush the logs, write checkpoints and the clean-shutdown marker."""
-    core.log_manager.close()
+def broker_stop(config: BrokerConfig) -> GracefulStop:
+    """SIGTERM, as node/__main__.py does it: a controlled shutdown first (heartbeats ask the
+    controller to move our leaderships away) until the core reports it may stop or
+    ``controlled.shutdown.timeout.ms`` passes, then close the logs (flush, checkpoints,
+    clean-shutdown marker)."""
+
+    def begin(core: BrokerCore, now_ms: int) -> Effects | None:
+        return core.begin_controlled_shutdown(now_ms) if config.controlled_shutdown_enable else None
+
+    def may_stop(core: BrokerCore) -> bool:
+        return not config.controlled_shutdown_enable or core.controlled_shutdown_complete
+
+    def finish(core: BrokerCore, now_ms: int) -> None:
+        core.log_manager.close()
+
+    timeout_ms = config.controlled_shutdown_timeout_ms if config.controlled_shutdown_enable else 0
+    return GracefulStop(begin, may_stop, finish, timeout_ms, abandoned_event="ControlledShutdownAbandoned")
 
 
 def build_cluster(
@@ -116,7 +130,7 @@ def build_cluster(
         config = broker_config(spec, broker_id)
         cluster.add_node(
             broker_node(broker_id), broker_factory, config,
-            shutdown=broker_shutdown, call_timeout=broker_call_timeout(config),
+            shutdown=broker_stop(config), call_timeout=broker_call_timeout(config),
         )
     return cluster
 

@@ -8,6 +8,11 @@ Crash and restart model processes: ``crash()`` drops the core object (every in-m
 is gone) and, with ``lose_unflushed``, calls ``MemoryDisk.crash()`` (power loss: only fsynced
 bytes stay); ``restart()`` builds a new core over the same disk through the node's factory,
 exactly as a real process starting on the same data directory would.
+
+A clean stop (SIGTERM) with a ``GracefulStop`` takes virtual time, as the real process's does:
+``begin`` (e.g. the broker's controlled shutdown) runs, the core keeps stepping and ticking
+until ``may_stop`` says it is done or ``timeout_ms`` passes, then ``finish`` (close the logs)
+and the process is gone. ``stop()`` only starts it; ``SimCluster.stop`` waits for the end.
 """
 
 from __future__ import annotations
@@ -42,8 +47,33 @@ class BootContext:
 CoreFactory = Callable[[BootContext], Core]
 # The gRPC deadline (ms) the node's real adapter would put on one of its calls.
 CallTimeout = Callable[[Envelope], int]
-# Clean shutdown of a core (e.g. close its logs and write the clean-shutdown marker); may return Effects.
+# Clean shutdown of a core in one go (e.g. close its logs and write the clean-shutdown marker);
+# may return Effects.
 Shutdown = Callable[[Core, int], Any]
+
+
+@dataclass(frozen=True)
+class GracefulStop:
+    """A clean stop that takes time: what the process's ``__main__`` does between SIGTERM and exit.
+
+    ``begin(core, now_ms)`` starts it (may return Effects); after every step and tick the node
+    asks ``may_stop(core)``; once true, or ``timeout_ms`` after the start, ``finish(core,
+    now_ms)`` runs (may return Effects) and the process exits. A timeout is recorded as
+    ``abandoned_event`` (the name the real process logs).
+    """
+
+    begin: Callable[[Any, int], Any]
+    may_stop: Callable[[Any], bool]
+    finish: Callable[[Any, int], Any]
+    timeout_ms: int
+    abandoned_event: str = "StopAbandoned"
+
+
+@dataclass
+class _Stopping:
+    started_ms: int
+    deadline: Timer | None = None
+    overdue: bool = False  # the deadline passed while the process was paused
 
 
 class CoreFailed(SimulationError):
@@ -60,7 +90,7 @@ class SimNode:
         network: SimNetwork,
         trace: Trace,
         disk: MemoryDisk | None = None,
-        shutdown: Shutdown | None = None,
+        shutdown: Shutdown | GracefulStop | None = None,
         call_timeout: CallTimeout | None = None,
     ) -> None:
         self.name = name
@@ -80,6 +110,8 @@ class SimNode:
         self.clock_offset_ms = 0
         # A paused process (SIGSTOP) runs nothing: deliveries wait in the backlog, timers wait.
         self.paused = False
+        # Set between a graceful stop's begin and the process's exit.
+        self.stopping: _Stopping | None = None
         self._backlog: list[Envelope] = []
         self._timer: Timer | None = None
         self._timer_due_ms: int | None = None
@@ -128,9 +160,16 @@ class SimNode:
         })
 
     def stop(self) -> None:
-        """Clean shutdown (SIGTERM): the node's ``shutdown`` hook, else the core's ``close``, then exit."""
+        """Clean shutdown (SIGTERM): the node's ``shutdown`` hook, else the core's ``close``, then exit.
+
+        With a ``GracefulStop`` this only begins the stop: the process exits later, in virtual
+        time (``SimCluster.stop`` runs the simulation until it has).
+        """
         if self.core is None:
             raise SimulationError(f"{self.name} is not running")
+        if isinstance(self.shutdown, GracefulStop):
+            self._begin_graceful_stop(self.shutdown)
+            return
         core, now = self.core, self.local_now_ms()
         close = getattr(core, "close", None)
         if self.shutdown is not None:
@@ -143,6 +182,54 @@ class SimNode:
                 self._execute(effects)
         self._halt()
         self.trace.record(self.scheduler.now_ms, self.name, "NodeStopped", {"incarnation": self.incarnation})
+
+    def _begin_graceful_stop(self, graceful: GracefulStop) -> None:
+        if self.stopping is not None:
+            return  # a second SIGTERM while stopping changes nothing here
+        core, now = self.core, self.local_now_ms()
+        self.stopping = _Stopping(self.scheduler.now_ms)
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeStopping", {"incarnation": self.incarnation})
+        self.stopping.deadline = self.scheduler.after(
+            graceful.timeout_ms, self._on_stop_deadline, label=f"stop deadline {self.name}")
+        effects = self._guard("shutdown", None, lambda: graceful.begin(core, now))
+        self._execute(effects if isinstance(effects, Effects) else Effects())
+
+    def _maybe_finish_stop(self) -> None:
+        """After every run of the core while stopping: exit once the core says it may."""
+        graceful, stopping, core = self.shutdown, self.stopping, self.core
+        if stopping is None or core is None or self.paused or not isinstance(graceful, GracefulStop):
+            return
+        if stopping.overdue:
+            self._finish_stop(graceful, abandoned=True)
+        elif self._guard("shutdown", None, lambda: graceful.may_stop(core)):
+            self._finish_stop(graceful, abandoned=False)
+
+    def _on_stop_deadline(self) -> None:
+        stopping, graceful = self.stopping, self.shutdown
+        if stopping is None or self.core is None or not isinstance(graceful, GracefulStop):
+            return
+        stopping.deadline = None
+        stopping.overdue = True  # a paused process's timer fires once it runs again
+        if not self.paused:
+            self._finish_stop(graceful, abandoned=True)
+
+    def _finish_stop(self, graceful: GracefulStop, abandoned: bool) -> None:
+        core, now, stopping = self.core, self.local_now_ms(), self.stopping
+        waited_ms = self.scheduler.now_ms - stopping.started_ms
+        if abandoned:
+            self.trace.record(self.scheduler.now_ms, self.name, graceful.abandoned_event, {
+                "waited_ms": waited_ms, "reason": "timeout", "timeout_ms": graceful.timeout_ms,
+            })
+        if stopping.deadline is not None:
+            stopping.deadline.cancel()
+        self.stopping = None  # finish's own effects must not ask again
+        effects = self._guard("shutdown", None, lambda: graceful.finish(core, now))
+        if isinstance(effects, Effects):
+            self.trace.record_events(self.scheduler.now_ms, self.name, effects.events)
+        self._halt()
+        self.trace.record(self.scheduler.now_ms, self.name, "NodeStopped", {
+            "incarnation": self.incarnation, "waited_ms": waited_ms, "abandoned": abandoned,
+        })
 
     def restart(self) -> None:
         if self.core is not None:
@@ -169,10 +256,14 @@ class SimNode:
             self.deliver(envelope)
         self._timer_due_ms = None  # force a re-arm: a timer may have come due while paused
         self._rearm()
+        self._maybe_finish_stop()
 
     def _halt(self) -> None:
         self.core = None
         self.paused = False
+        if self.stopping is not None and self.stopping.deadline is not None:
+            self.stopping.deadline.cancel()
+        self.stopping = None
         self._backlog.clear()
         self._cancel_timer()
         self.network.node_down(self.name)
@@ -209,6 +300,8 @@ class SimNode:
         for envelope in effects.sends:
             self.network.send(envelope)
         self._rearm()
+        if self.stopping is not None:
+            self._maybe_finish_stop()
 
     def _rearm(self) -> None:
         core = self.core
