@@ -1,8 +1,10 @@
-"""``python -m lab.sim --seed N``: run one seeded scenario on the real cores, deterministically.
+"""``python -m lab.sim --scenario NAME --seed N``: run one seeded scenario on the real cores, deterministically.
 
-Prints a JSON report (with the trace's sha256, identical for identical seeds); ``--trace FILE``
-writes the whole trace as JSON lines, also when the run failed. Exits 1, printing the error and
-the replay command, when the scenario, an invariant or a core fails.
+Prints a JSON report (with the trace's sha256, and for failover scenarios the history's, both
+identical for identical seeds); ``--trace FILE`` writes the whole trace as JSON lines and
+``--history FILE`` the failover history (lab.history's format), also when the run failed;
+``--list`` names the scenarios. Exits 1, printing the error and the replay command, when the
+scenario, an invariant or a core fails.
 """
 
 from __future__ import annotations
@@ -16,16 +18,29 @@ from .scenarios import SCENARIOS, run_scenario
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.sim", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--scenario", default="produce-and-check", choices=sorted(SCENARIOS))
-    parser.add_argument("--brokers", type=int, default=3)
+    parser.add_argument("--brokers", type=int, default=None, help="broker count (default: the scenario's)")
     parser.add_argument("--faults", action="store_true", help="also draw message loss and duplication from the seed")
     parser.add_argument("--trace", metavar="FILE", help="write the trace as JSON lines")
+    parser.add_argument("--history", metavar="FILE", help="write a failover scenario's history as JSON lines")
+    parser.add_argument("--skip-check", action="append", default=[], metavar="NAME",
+                        help="leave out one invariant check (e.g. to look past a known bug)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
-    run = run_scenario(args.scenario, args.seed, brokers=args.brokers, faults=args.faults)
+    if args.list:
+        for name, scenario in sorted(SCENARIOS.items()):
+            print(f"{name}: {scenario.doc}")
+        return 0
+    if args.seed is None:
+        parser.error("--seed is required")
+    run = run_scenario(args.scenario, args.seed, brokers=args.brokers, faults=args.faults,
+                       skip_checks=frozenset(args.skip_check))
     if args.trace and run.cluster is not None:
         with open(args.trace, "wb") as handle:
             handle.write(run.cluster.trace.serialize())
+    if args.history and run.report.failover is not None:
+        run.report.failover.history.save(args.history)
     print(json.dumps(run.report.as_dict(), indent=2, sort_keys=True))
     if not run.ok:
         print(f"FAILED {run.describe_failure()}", file=sys.stderr)

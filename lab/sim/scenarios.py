@@ -1,9 +1,12 @@
 """Seeded scenarios on the real cores: the same code runs in the tests' seed sweeps and in
-``python -m lab.sim --seed N``, so a failing seed replays exactly from the command line.
+``python -m lab.sim --scenario NAME --seed N``, so a failing seed replays exactly from the
+command line.
 
 A scenario takes the seed, draws everything it does (which partition, how many records, which
-broker to crash, when) from the seed's own Random, and checks what its client saw: every
-acknowledged record is read back at the offset it was acknowledged with.
+broker to crash, when) from the seed's own Random, and checks what its clients saw. Two kinds:
+``produce-and-check`` (a script: acks=1 batches around one bounce, every ack read back), and the
+failover scenarios of ``lab.sim.catalog`` (data: a workload, fault steps and a verdict by
+``lab.checker`` over the run's history, see ``lab.sim.failover``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,14 @@ from typing import Any, Callable
 from brokerlab.errors import ErrorCode
 from brokerlab.ids import CONTROLLER_NODE
 
+from .catalog import CATALOG
 from .client import LeaderNotFound, RetriableError, TransportFailed
 from .cluster import SimCluster
 from .cores import ClusterSpec, build_cluster, wait_ready
+from .failover import FailoverRun, FailoverScenario, ScenarioFailed, run_failover
+from .invariants import InvariantSuite, replication_checks
 from .network import NetworkConfig
 from .scheduler import SimulationError, derive_seed
-
-
-class ScenarioFailed(SimulationError):
-    """What the client saw contradicts what the cluster promised."""
 
 
 @dataclass
@@ -36,12 +38,18 @@ class Report:
     faults: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    # Failover scenarios: the run (history, steps taken, verdict), kept even when it failed.
+    failover: FailoverRun | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "seed": self.seed, "produced": self.produced, "acked": self.acked, "failed": self.failed,
             "read": self.read, "faults": self.faults, "problems": self.problems, **self.summary,
         }
+        if self.failover is not None:
+            out["failover"] = self.failover.facts()
+            out["history_sha256"] = self.failover.history_digest()
+        return out
 
 
 def network_for(seed: int, faults: bool) -> NetworkConfig:
@@ -51,13 +59,15 @@ def network_for(seed: int, faults: bool) -> NetworkConfig:
 
 @dataclass
 class Scenario:
-    """``spec`` draws the cluster to build from the scenario's Random; ``body`` runs against it
-    with the same Random, filling the report and raising ScenarioFailed on a broken promise."""
+    """``spec`` draws the cluster to build from the scenario's Random (``brokers`` None: the
+    scenario's own count); ``body`` runs against it with the same Random, filling the report
+    and raising ScenarioFailed on a broken promise; ``network`` may adjust the seed's network."""
 
     name: str
-    spec: Callable[[random.Random, int], ClusterSpec]
+    spec: Callable[[random.Random, int | None], ClusterSpec]
     body: Callable[[SimCluster, random.Random, Report], None]
     doc: str = ""
+    network: Callable[[NetworkConfig], NetworkConfig] | None = None
 
 
 @dataclass
@@ -66,11 +76,12 @@ class Run:
 
     scenario: str
     seed: int
-    brokers: int
+    brokers: int | None
     faults: bool
     cluster: SimCluster | None
     report: Report
     error: BaseException | None = None
+    skip_checks: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -78,25 +89,33 @@ class Run:
 
     def replay_command(self) -> str:
         command = f".venv/bin/python -m lab.sim --scenario {self.scenario} --seed {self.seed}"
-        if self.brokers != 3:
+        if self.brokers is not None:
             command += f" --brokers {self.brokers}"
         if self.faults:
             command += " --faults"
+        for name in sorted(self.skip_checks):
+            command += f" --skip-check {name}"
         return command
 
     def describe_failure(self) -> str:
         return f"seed {self.seed}: {type(self.error).__name__}: {self.error}\n  replay: {self.replay_command()}"
 
 
-def run_scenario(name: str, seed: int, *, brokers: int = 3, faults: bool = False) -> Run:
+def run_scenario(name: str, seed: int, *, brokers: int | None = None, faults: bool = False,
+                 skip_checks: frozenset[str] = frozenset()) -> Run:
     """Run a scenario; failures of the cluster, an invariant or the scenario's checks end up in
-    ``Run.error`` (a bug in the harness itself still raises)."""
+    ``Run.error`` (a bug in the harness itself still raises). ``skip_checks`` names invariant
+    checks to leave out (to see what else a seed shows once a known bug has been found)."""
     scenario = SCENARIOS[name]
     rng = random.Random(derive_seed(seed, "scenario", name))
     report = Report(seed)
-    run = Run(name, seed, brokers, faults, None, report)
+    run = Run(name, seed, brokers, faults, None, report, skip_checks=frozenset(skip_checks))
+    network = network_for(seed, faults)
+    if scenario.network is not None:
+        network = scenario.network(network)
+    checks = [check for check in replication_checks() if check.__name__ not in skip_checks]
     try:
-        run.cluster = build_cluster(seed, scenario.spec(rng, brokers), network_for(seed, faults))
+        run.cluster = build_cluster(seed, scenario.spec(rng, brokers), network, [InvariantSuite(checks)])
         scenario.body(run.cluster, rng, report)
     except (SimulationError, TransportFailed, LeaderNotFound, RetriableError) as exc:
         run.error = exc
@@ -105,9 +124,32 @@ def run_scenario(name: str, seed: int, *, brokers: int = 3, faults: bool = False
     return run
 
 
+# -- failover scenarios (lab.sim.catalog) -----------------------------------------------------
+def failover_scenario(data: dict[str, Any]) -> Scenario:
+    """A registry entry for one failover scenario given as data."""
+    failover = FailoverScenario.from_dict(data)
+
+    def body(cluster: SimCluster, rng: random.Random, report: Report) -> None:
+        def keep(run: FailoverRun) -> None:
+            report.failover = run
+
+        run = run_failover(failover, cluster, rng, on_start=keep)
+        counts = run.workload.outcomes()
+        report.produced = len(run.history.sends)
+        report.acked, report.failed = counts["ok"], counts["fail"]
+        report.read = sum(len(poll.records) for poll in run.history.polls if poll.process == "read-back")
+        report.problems.extend(run.verdict.problems)
+        if not run.verdict.ok:
+            raise ScenarioFailed(run.verdict.explain())
+
+    return Scenario(failover.name, lambda rng, brokers: failover.cluster_spec(rng, brokers), body,
+                    failover.doc, failover.network)
+
+
 # -- produce-and-check ------------------------------------------------------------------------
-def produce_and_check_spec(rng: random.Random, brokers: int) -> ClusterSpec:
+def produce_and_check_spec(rng: random.Random, brokers: int | None) -> ClusterSpec:
     # With per-batch fsync an acknowledged record must survive even a power loss; without it, a kill.
+    brokers = 3 if brokers is None else brokers
     return ClusterSpec(brokers=brokers, broker_config={"log.flush.policy": rng.choice(["none", "batch"])})
 
 
@@ -181,4 +223,6 @@ def _bounce(cluster: SimCluster, rng: random.Random, report: Report, power_loss:
 SCENARIOS: dict[str, Scenario] = {
     "produce-and-check": Scenario("produce-and-check", produce_and_check_spec, produce_and_check,
                                   "acks=1 produce with a broker or controller bounce; every ack is read back"),
+    **{entry["name"]: failover_scenario(entry) for entry in CATALOG},
 }
+FAILOVER_SCENARIOS = [entry["name"] for entry in CATALOG]
