@@ -52,9 +52,9 @@ KNOWN_BUGS = [
     ),
 ]
 
-# Default seeds per scenario: together about 10-15 s of CPU (the heavy ones run fewer).
-DEFAULT_SEEDS = {"leader-bounce-clean": 5, "leader-bounce-hard": 6, "rolling-restart": 6}
-DEFAULT_SEED_COUNT = 8
+# Default seeds per scenario: 150 runs, together about 15 s of CPU (the heavy ones run fewer).
+DEFAULT_SEEDS = {"leader-bounce-clean": 8, "leader-bounce-hard": 10, "rolling-restart": 10}
+DEFAULT_SEED_COUNT = 14
 
 
 def known_bug(text: str) -> KnownBug | None:
