@@ -38,6 +38,7 @@ from controller.controlled_shutdown import controlled_shutdown
 from controller.elections import elect_leaders, is_imbalanced, rebalance_leaders
 from controller.journal import MetadataJournal
 from controller.partition_change import eligible_brokers
+from controller.producer_ids import allocate_producer_ids
 from controller.result import ControllerResult
 from controller.state import ControllerState
 from controller.topics import create_topics, delete_topics
@@ -86,6 +87,7 @@ class ControllerCore:
             "DescribeCluster": self.handle_describe_cluster,
             "AlterPartition": self.handle_alter_partition,
             "ElectLeaders": self.handle_elect_leaders,
+            "AllocateProducerIds": self.handle_allocate_producer_ids,
         }
 
     # ---- the core contract ----
@@ -161,6 +163,9 @@ class ControllerCore:
     def handle_elect_leaders(self, envelope: Envelope, now_ms: int) -> Effects:
         eligible = eligible_brokers(self.state, self._shutting_down())
         return self._finish(envelope, elect_leaders(self.state, envelope.message, eligible))
+
+    def handle_allocate_producer_ids(self, envelope: Envelope, now_ms: int) -> Effects:
+        return self._finish(envelope, allocate_producer_ids(self.state, envelope.message))
 
     def handle_create_topics(self, envelope: Envelope, now_ms: int) -> Effects:
         return self._finish(envelope, create_topics(self.state, envelope.message, self.config, self.random))

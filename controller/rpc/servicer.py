@@ -54,6 +54,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     async def ElectLeaders(self, request, context):
         return await self._call("ElectLeaders", request, context)
 
+    async def AllocateProducerIds(self, request, context):
+        return await self._call("AllocateProducerIds", request, context, broker_node(request.broker_id))
+
 
 def add_controller_service(server: grpc.aio.Server, driver: CoreDriver) -> ControllerServicer:
     servicer = ControllerServicer(driver)
