@@ -27,8 +27,10 @@ from node.group.broker_port import BrokerGroupPort
 from node.group.host import GroupCoordinatorHost
 from node.lifecycle import BrokerLifecycle, BrokerState
 from node.metadata_image import MetadataImage
+from node.producer_ids import ProducerIdManager
 from node.purgatory import Purgatory
 from node.replication.replica_manager import ReplicaManager
+from node.response_delay import DelayedProduceAnswers
 
 if TYPE_CHECKING:  # typing only: the core gets its LogManager from whoever builds it
     from node.log.manager import LogManager
@@ -66,6 +68,12 @@ class BrokerCore:
             broker_epoch=lambda: self.lifecycle.broker_epoch,
             serving=lambda: self.lifecycle.initial_catch_up_done,
         )
+        # InitProducerId: producer ids from blocks the controller allocates (KIP-730).
+        self.producer_ids = ProducerIdManager(config, ids, lambda: self.lifecycle.broker_epoch)
+        # Test-only fault knob test.produce.response.delay.ms: a broker that acknowledges slowly.
+        self.delayed_answers = (DelayedProduceAnswers(config.test_produce_response_delay_ms,
+                                                      config.test_produce_response_delay_every)
+                                if config.test_produce_response_delay_ms > 0 else None)
         self.replicas: dict[TopicPartition, LocalReplica] = {}
         self._shutdown_started_ms: int | None = None
         self.controlled_shutdown_complete = False
@@ -77,6 +85,7 @@ class BrokerCore:
             "OffsetForLeaderEpoch": rm.handle_offset_for_leader_epoch,
             "Metadata": self.handle_metadata,
             "DescribeLogDirs": self.handle_describe_log_dirs,
+            "InitProducerId": self.producer_ids.handle_init_producer_id,
         }
         # Answers to the lifecycle's calls (it tracks which one is the latest of each kind).
         self._lifecycle_handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
@@ -90,6 +99,7 @@ class BrokerCore:
             "Fetch": rm.fetcher.on_fetch_response,
             "OffsetForLeaderEpoch": rm.fetcher.on_offset_for_leader_epoch_response,
             "AlterPartition": rm.on_alter_partition_response,
+            "AllocateProducerIds": self.producer_ids.on_allocate_producer_ids_response,
         }
         # Consumer groups (node/group/): GroupService requests, __consumer_offsets loads and writes.
         self.groups = GroupCoordinatorHost(config.group_config, BrokerGroupPort(self), incarnation_id)
@@ -131,15 +141,22 @@ class BrokerCore:
             handler(envelope, now_ms, fx)
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
         self.replica_manager.maybe_send(now_ms, fx)
+        self.producer_ids.maybe_send(now_ms, fx)
         self.groups.after(now_ms, fx)  # leadership of __consumer_offsets, internal writes' answers
+        if self.delayed_answers is not None:
+            self.delayed_answers.hold(fx, now_ms)
         return fx
 
     def tick(self, now_ms: int) -> Effects:
         fx = Effects()
         self.lifecycle.maybe_send(now_ms, self.image.last_applied_offset, fx)
         self.replica_manager.tick(now_ms, fx)
+        self.producer_ids.tick(now_ms, fx)
         self.groups.tick(now_ms, fx)
         fx.events.extend(self.log_manager.tick(now_ms))
+        if self.delayed_answers is not None:
+            self.delayed_answers.hold(fx, now_ms)  # acks=all answers released by this tick
+            self.delayed_answers.release(now_ms, fx)
         return fx
 
     def next_deadline_ms(self) -> int | None:
@@ -150,6 +167,8 @@ class BrokerCore:
                 self.replica_manager.next_deadline_ms(),
                 self.log_manager.next_deadline_ms(),
                 self.groups.next_deadline_ms(),
+                self.producer_ids.next_deadline_ms(),
+                self.delayed_answers.next_deadline_ms() if self.delayed_answers is not None else None,
             )
             if d is not None
         ]

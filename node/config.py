@@ -54,6 +54,13 @@ BROKER_KEYS = [
         "longest wait for the controller to grant a controlled shutdown before stopping anyway",
     ),
     *GROUP_KEYS,
+    int_key(
+        "test.produce.response.delay.ms",
+        0,
+        "TEST FAULT KNOB (0 = off): hold back answers to clients' Produce this long after the append, "
+        "so producers time out and retry (node/response_delay.py)",
+    ),
+    int_key("test.produce.response.delay.every", 1, "TEST FAULT KNOB: delay every N-th Produce answer (1 = all)"),
 ]
 
 # Storage keys handed to LogConfig.from_values (log.segment.bytes, message.max.bytes, ...).
@@ -103,6 +110,9 @@ class BrokerConfig:
     # Advertised endpoint of the optional external listener (--advertised-external-listener):
     # registered with the controller so every broker can answer outside clients (docker-compose).
     external_endpoint: tuple[str, int] | None = None
+    # Test-only fault knob (node/response_delay.py): slow Produce answers; 0 = off.
+    test_produce_response_delay_ms: int = 0
+    test_produce_response_delay_every: int = 1
 
     @classmethod
     def from_values(cls, raw: Mapping[str, Any]) -> "BrokerConfig":
@@ -132,6 +142,8 @@ class BrokerConfig:
             controlled_shutdown_timeout_ms=values["controlled.shutdown.timeout.ms"],
             log_config=log_config,
             group_config=GroupConfig.from_values(values),
+            test_produce_response_delay_ms=values["test.produce.response.delay.ms"],
+            test_produce_response_delay_every=values["test.produce.response.delay.every"],
         )
         config.validate()
         return config

@@ -46,6 +46,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def OffsetForLeaderEpoch(self, request, context):
         return await self._call("OffsetForLeaderEpoch", request, context)
 
+    async def InitProducerId(self, request, context):
+        return await self._call("InitProducerId", request, context)
+
 
 def add_broker_service(server: grpc.aio.Server, driver: CoreDriver) -> BrokerServicer:
     servicer = BrokerServicer(driver)
