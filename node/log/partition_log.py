@@ -39,6 +39,8 @@ from node.log.errors import (
     RecordTooLargeError,
 )
 from node.log.loader import read_partition_files, recovered_event, restore_epoch_cache
+from node.log.producer_snapshot import delete_all_snapshots, load_producer_state, write_snapshot
+from node.log.producer_state import ProducerStateManager, is_idempotent
 from node.log.recovery import load_segments
 from node.log.retention import deletable_prefix
 from node.log.segment import BatchEntry, LogSegment
@@ -155,6 +157,8 @@ class PartitionLog:
         self._dir_unsynced = False
         self._events: list[TraceEvent] = []
         self.leader_epoch_cache = LeaderEpochCache(log_end_offset=lambda: self.log_end_offset)
+        # Idempotent producers' sequences (producer_state.py), kept in step with every append.
+        self.producer_state = ProducerStateManager()
         self.closed = False
         # next_deadline_ms() is cached and recomputed after each change; the LogManager sets
         # on_deadline_change so it rescans its logs only when one of them moved.
@@ -231,7 +235,22 @@ class PartitionLog:
             log._write_epochs(entries)
         if load.recovered:
             log._events.append(recovered_event(topic_partition, load, recovery_point, log.log_end_offset))
+        log._load_producer_state("open", now_ms)
         return log
+
+    def _load_producer_state(self, reason: str, now_ms: int) -> None:
+        """Newest snapshot at or below the log end + the batch headers after it."""
+        loaded = load_producer_state(self.disk, self.directory, self._segments, self.log_end_offset, now_ms)
+        self.producer_state = loaded.state
+        # Kept for tests and debugging (which snapshot, how many batches replayed, why).
+        self.producer_state_loaded = (reason, loaded)
+
+    def _take_producer_snapshot(self, now_ms: int | None) -> None:
+        """Snapshot the producer state at the log end (segment roll, clean shutdown)."""
+        if now_ms is not None:
+            self.producer_state.remove_expired(now_ms)
+        write_snapshot(self.disk, self.directory, self.log_end_offset, self.producer_state,
+                       keep_from=self._segments[0].base_offset)
 
     def _write_epochs(self, entries) -> None:
         self.disk.write_file_atomic(f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}",
@@ -311,6 +330,16 @@ class PartitionLog:
             raise FencedLeaderEpochError(
                 f"leader epoch {leader_epoch} is older than the log's {self.leader_epoch_cache.latest_epoch}"
             )
+        idempotent = is_idempotent(headers)
+        if idempotent:
+            # Sequence checks (raise OUT_OF_ORDER_SEQUENCE_NUMBER etc.); a retry of batches
+            # already written is answered with their offsets and appends nothing.
+            duplicate = self.producer_state.check_leader_append(headers)
+            if duplicate is not None:
+                first, last = duplicate
+                self._event("DuplicateProduceAnswered", producer_id=headers[0].producer_id,
+                            base_sequence=headers[0].base_sequence, base_offset=first, last_offset=last)
+                return AppendInfo(first, last, last - first + 1, -1, -1)
         data = bytearray(records)
         base_offset = offset = self.log_end_offset
         entries: list[BatchEntry] = []
@@ -328,6 +357,8 @@ class PartitionLog:
         if leader_epoch >= 0:
             self.leader_epoch_cache.assign(leader_epoch, base_offset)
         self._append(data, entries, now_ms)
+        if idempotent:
+            self.producer_state.append_headers(headers, [entry[1] for entry in entries], now_ms)
         return AppendInfo(base_offset, offset - 1, offset - base_offset, now_ms, max_timestamp)
 
     def append_as_follower(self, records: bytes, now_ms: int) -> AppendInfo:
@@ -360,6 +391,8 @@ class PartitionLog:
             if epoch > self.leader_epoch_cache.latest_epoch:
                 self.leader_epoch_cache.assign(epoch, header.base_offset)
         self._append(bytes(records), entries, now_ms)
+        if is_idempotent(headers):
+            self.producer_state.append_headers(headers, None, now_ms)
         return AppendInfo(base_offset, expected - 1, expected - base_offset, now_ms, max_timestamp)
 
     def _check_sizes(self, headers: list[BatchHeader]) -> None:
@@ -406,6 +439,7 @@ class PartitionLog:
             self._roll_flush_due_ms = now_ms
         self._event("SegmentRolled", base_offset=new.base_offset, previous_base_offset=old.base_offset,
                     previous_size_bytes=old.size, reason=reason)
+        self._take_producer_snapshot(now_ms)  # at the new segment's base: a restart replays from here
         return new
 
     def roll(self, now_ms: int) -> LogSegment:
@@ -551,6 +585,8 @@ class PartitionLog:
         removed_bytes += segment.truncate_to(offset)
         self._size_bytes -= removed_bytes
         self._after_truncation(segment)
+        # Snapshots past the new end go; the newest one left and the log after it rebuild the state.
+        self._load_producer_state("truncation", self.producer_state.clock_ms)
         # Truncation is rare: make the whole shorter log durable, so a power loss can neither
         # resurrect removed batches nor leave a gap below the new end.
         self.flush()
@@ -576,6 +612,8 @@ class PartitionLog:
         self._roll_flush_due_ms = None
         self._after_truncation(segment)
         self.leader_epoch_cache.clear()
+        delete_all_snapshots(self.disk, self.directory)
+        self.producer_state = ProducerStateManager(self.producer_state.clock_ms)
         # The empty segment's name records where the log restarts: make it survive a power loss.
         segment.log.fsync()
         self.disk.fsync_dir(self.directory)
@@ -650,6 +688,7 @@ class PartitionLog:
             return
         self._segments[-1].on_inactive()
         self.flush(include_active_indexes=True)
+        self._take_producer_snapshot(None)  # at the log end: a clean restart replays nothing
         for segment in self._segments:
             segment.close()
         self.closed = True
