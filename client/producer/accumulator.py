@@ -19,8 +19,12 @@ sorted by creation, after a backoff; nothing behind it in that partition is sent
 With one request in flight per broker, a partition is also muted while it has a batch in
 flight (Kafka's ``guaranteeMessageOrder``), so order holds across leader moves too. With more
 in flight, two batches of one partition can be in flight at once and, if the first fails and
-the second succeeds, land out of order, exactly as in Kafka without idempotence (a later
-issue adds producer ids and sequences, which the broker uses to reject the gap).
+the second succeeds, land out of order, exactly as in Kafka without idempotence.
+
+Idempotence (``idempotence``, client/producer/idempotence.py) gates the first batch of each
+partition (``may_send``: a producer id is known, a retry goes only when it is the partition's
+first unacknowledged batch, a reset renumbers first), numbers batches as they are taken, and
+keeps a batch that was already sent with its sequence alone in its request.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from brokerlab.ids import TopicPartition
 from brokerlab.record_batch import BATCH_HEADER_BYTES, RECORD_HEADER_BYTES, encode_record
 from brokerlab.sansio import Random
 from client.producer.batch import ProducerBatch
+from client.producer.idempotence import IdempotenceManager
 
 
 class NoBufferSpace(Exception):
@@ -87,6 +92,7 @@ class RecordAccumulator:
         max_request_size: int = 1024 * 1024,
         pipeline_min_bytes: int = 256 * 1024,
         random: Random | None = None,
+        idempotence: IdempotenceManager | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.linger_ms = linger_ms
@@ -100,6 +106,7 @@ class RecordAccumulator:
         # brokerlab, not Kafka: see drain(). 0 pipelines like Kafka (a call per ready batch).
         self.pipeline_min_bytes = min(pipeline_min_bytes, max_request_size)
         self._random = random
+        self.idempotence = idempotence
         self._guarantee_order = max_in_flight_per_broker == 1
         self._topics: dict[str, list[PartitionQueue | None]] = {}
         self._queues: list[PartitionQueue] = []
@@ -266,6 +273,7 @@ class RecordAccumulator:
         limit = self.max_in_flight_per_broker
         max_bytes = self.max_request_size
         start = self._drain_start % count if count else 0
+        idem = self.idempotence
         for i in range(count):
             pq = queues[(start + i) % count]
             dq = pq.batches
@@ -279,6 +287,8 @@ class RecordAccumulator:
                     leader_unknown = True  # keep looking for the new leader while backing off
                     continue
             if self._guarantee_order and pq.in_flight:
+                continue
+            if idem is not None and not idem.may_send(batch, pq.in_flight):
                 continue
             leader = leader_for(pq.tp)
             if leader is None or leader < 0:
@@ -296,7 +306,11 @@ class RecordAccumulator:
         for leader, plan in plans.items():
             for index, (pq, taken) in enumerate(plan):
                 dq = pq.batches
+                if idem is not None and not idem.may_add(dq[0]):
+                    continue  # a batch sent before with its sequence goes alone
                 while taken < len(dq) and self._sendable(dq[taken], len(dq) - taken, now_ms):
+                    if idem is not None and not idem.may_add(dq[taken]):
+                        break
                     size = dq[taken].size_bytes
                     if plan_bytes[leader] + size > max_bytes:
                         break
@@ -331,9 +345,10 @@ class RecordAccumulator:
                 batch.awaiting_leader_change = False
         return True
 
-    @staticmethod
-    def _take(pq: PartitionQueue) -> ProducerBatch:
+    def _take(self, pq: PartitionQueue) -> ProducerBatch:
         batch = pq.batches.popleft()
+        if self.idempotence is not None:
+            self.idempotence.on_send(batch)  # numbered before its bytes are built
         batch.build()
         batch.in_flight = True
         batch.retry_at_ms = 0
@@ -407,7 +422,7 @@ class RecordAccumulator:
             backoff = int(backoff * (0.8 + 0.4 * self._random.random()))
         return max(backoff, 1)
 
-    def reenqueue(self, batch: ProducerBatch, now_ms: int, leader_moved: bool = False) -> None:
+    def reenqueue(self, batch: ProducerBatch, now_ms: int, leader_moved: bool = False, backoff: bool = True) -> None:
         """Put a batch that failed retriably back, in creation order, due after its backoff.
 
         ``leader_moved``: the error says the leader may have changed (NOT_LEADER_OR_FOLLOWER,
@@ -418,7 +433,8 @@ class RecordAccumulator:
         if batch.in_flight:
             batch.in_flight = False
             pq.in_flight -= 1
-        batch.retry_at_ms = now_ms + self.backoff_ms(batch.attempts)
+        # Without backoff (a batch that overtook its predecessor): 0 is "ready", as for a new batch.
+        batch.retry_at_ms = now_ms + self.backoff_ms(batch.attempts) if backoff else 0
         batch.awaiting_leader_change = leader_moved
         dq = pq.batches
         # Retried batches sit at the front; insert before the first younger batch.

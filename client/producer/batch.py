@@ -51,6 +51,8 @@ class ProducerBatch:
         "producer_id",
         "producer_epoch",
         "base_sequence",
+        "sequence_sent",
+        "sent_behind_unacked",
         "done",
         "base_offset",
         "log_append_time_ms",
@@ -84,10 +86,14 @@ class ProducerBatch:
         # The error of the last failed attempt: reported if the delivery timeout ends the retries.
         self.last_error: KafkaError | None = None
         self.payload: bytes | None = None
-        # Idempotence (a later issue) fills these in before the first send.
+        # Idempotence (client/producer/idempotence.py) numbers the batch when it is first sent.
         self.producer_id = NO_PRODUCER_ID
         self.producer_epoch = NO_PRODUCER_EPOCH
         self.base_sequence = NO_SEQUENCE
+        # Sent with its current sequence at least once (a retry may be a duplicate at the broker).
+        self.sequence_sent = False
+        # An earlier batch of the partition was unacknowledged when this one was last sent.
+        self.sent_behind_unacked = False
         self.done = False
         self.base_offset = -1
         self.log_append_time_ms = -1
@@ -117,6 +123,18 @@ class ProducerBatch:
             )
             self.parts = []
         return self.payload
+
+    def set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        """Number the batch (idempotence); already built bytes are rebuilt with the new header."""
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.base_sequence = base_sequence
+        self.sequence_sent = False
+        payload = self.payload
+        if payload is not None:
+            self.payload = None
+            self.parts = [payload[BATCH_HEADER_BYTES:]]
+            self.build()
 
     # ---- completion ----------------------------------------------------------------------
 

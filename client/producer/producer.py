@@ -6,6 +6,11 @@ sans-IO :class:`SenderCore`: it drains batches when they fill up or linger expir
 ``Produce`` call per leader broker through ``ClusterLink`` (up to
 ``max_in_flight_requests_per_connection`` per broker), feeds the answers back, and refreshes
 metadata when the core asks. Every record of a batch resolves when the batch does.
+
+Idempotence (Kafka 3.0+ default): ``enable_idempotence=None`` turns it on unless ``acks`` is not
+``all`` or more than 5 requests may be in flight per broker, where it is quietly off (Kafka's
+rule since 3.0.1); ``True`` insists and raises ValueError on those settings; ``False`` keeps the
+plain producer, whose retries may write a record twice (the lab shows it).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from brokerlab.ids import broker_id_of
 from brokerlab.sansio import Effects, Envelope
 from client.producer.accumulator import BufferExhaustedError, NoBufferSpace, RecordAccumulator
 from client.producer.batch import ProducerBatch, RecordMetadata
+from client.producer.idempotence import MAX_IN_FLIGHT_FOR_IDEMPOTENCE, IdempotenceManager
 from client.producer.partitioner import RoundRobinPartitioner, StickyPartitioner, partition_for_key
 from client.producer.sender import SenderCore, parse_acks
 from client.rpc.cluster_link import ClusterLink
@@ -170,6 +176,7 @@ class Producer:
         max_request_size: int = 1024 * 1024,
         metadata_max_age_ms: int = 300_000,
         pipeline_min_bytes: int = 256 * 1024,
+        enable_idempotence: bool | None = None,
         link: Any = None,
     ) -> None:
         if partitioner not in PARTITIONERS:
@@ -179,6 +186,8 @@ class Producer:
         if delivery_timeout_ms < linger_ms + request_timeout_ms:
             # Kafka's rule, so a batch gets at least one full attempt.
             raise ValueError("delivery_timeout_ms must be at least linger_ms + request_timeout_ms")
+        self.idempotent = resolve_idempotence(enable_idempotence, parse_acks(acks),
+                                              max_in_flight_requests_per_connection)
         self.client_id = client_id or f"producer-{next(_producer_ids)}"
         self._bootstrap = bootstrap
         self._link = link
@@ -201,6 +210,7 @@ class Producer:
             max_request_size=max_request_size,
             pipeline_min_bytes=pipeline_min_bytes,
             random=self._random,
+            idempotence=IdempotenceManager() if self.idempotent else None,
         )
         self._acks = parse_acks(acks)
         self._sticky = StickyPartitioner(batch_size, self._random)
@@ -466,12 +476,15 @@ class Producer:
         if effects.sends:
             loop = asyncio.get_running_loop()
             for envelope in effects.sends:
-                task = loop.create_task(self._produce(envelope))
+                task = loop.create_task(self._call(envelope))
                 self._rpc_tasks.add(task)
                 task.add_done_callback(self._rpc_tasks.discard)
         if effects.events and log.isEnabledFor(logging.DEBUG):
             for event in effects.events:
                 log.debug("event=%s %s", event.name, " ".join(f"{k}={v}" for k, v in event.fields.items()))
+        fatal = self._core.fatal_error
+        if fatal is not None and self._refusal is None:
+            self._refusal = fatal  # e.g. no broker will give us a producer id
         self._notify_memory()
 
     def _notify_memory(self) -> None:
@@ -480,11 +493,11 @@ class Producer:
             self._memory_freed = None
             freed.set_result(None)
 
-    async def _produce(self, envelope: Envelope) -> None:
-        """Execute one Produce send and feed the answer (or the failure) back to the core."""
+    async def _call(self, envelope: Envelope) -> None:
+        """Execute one send of the core (Produce, InitProducerId); feed the answer (or the failure) back."""
         try:
             response = await self._link.call_broker(
-                broker_id_of(envelope.dst), "Produce", envelope.message, timeout_ms=self._request_timeout_ms
+                broker_id_of(envelope.dst), envelope.rpc, envelope.message, timeout_ms=self._request_timeout_ms
             )
             answer = envelope.reply(response)
         except KafkaError as exc:
@@ -514,3 +527,20 @@ class Producer:
             self._next_refresh_ms = self._link.now_ms() + self._retry_backoff_ms
             self._refresh_task = None
             self._wake()
+
+
+def resolve_idempotence(enable_idempotence: bool | None, acks: int, max_in_flight: int) -> bool:
+    """Kafka's rule: on by default unless acks is not all or more than 5 may be in flight; asked
+    for explicitly with such settings, a clear error."""
+    conflict = None
+    if acks != -1:
+        conflict = f"acks='all' (got acks={acks})"
+    elif max_in_flight > MAX_IN_FLIGHT_FOR_IDEMPOTENCE:
+        conflict = (f"max_in_flight_requests_per_connection <= {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} "
+                    f"(got {max_in_flight})")
+    if enable_idempotence is None:
+        return conflict is None
+    if enable_idempotence and conflict is not None:
+        raise ValueError(f"enable_idempotence=True needs {conflict}; pass enable_idempotence=False "
+                         "for a producer without idempotence")
+    return bool(enable_idempotence)

@@ -26,7 +26,14 @@ Failover (the retriable/fatal split is ``brokerlab.errors.RETRIABLE``, REFERENCE
 - Ordering: retried batches go back in creation order before anything newer of their
   partition. With ``max.in.flight.requests.per.connection=1`` order holds across retries and
   leader moves; with more in flight and no idempotence a retried batch can land after a later
-  one, as in Kafka (idempotent producers, a later issue, close that gap).
+  one, as in Kafka.
+
+Idempotence (``idempotence``: client/producer/idempotence.py): before anything is drained the
+core asks a broker for a producer id (``InitProducerId``, to the broker with the fewest requests
+in flight; retriable errors and failed calls are retried with backoff, anything else fails every
+batch). Every retry resends the same bytes, so the same sequences; DUPLICATE_SEQUENCE_NUMBER is
+a success (the batch was written before; offset unknown); sequence errors are decided by the
+idempotence manager (retry without backoff, or fail and reset the partition's sequences).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from brokerlab.sansio import Effects, Envelope, RequestIds
 from brokerlab.v1 import broker_pb2
 from client.producer.accumulator import RecordAccumulator
 from client.producer.batch import ProducerBatch
+from client.producer.idempotence import Decision
 
 ACKS = {"all": -1, "-1": -1, "0": 0, "1": 1, -1: -1, 0: 0, 1: 1}
 
@@ -78,6 +86,8 @@ class LeaderLookup(Protocol):
 
     def request_update(self) -> None: ...
 
+    def brokers(self) -> dict[int, str]: ...
+
 
 class InFlightRequest:
     __slots__ = ("request_id", "broker_id", "batches", "deadline_ms")
@@ -108,6 +118,15 @@ class SenderCore:
         self._ids = RequestIds()
         self._in_flight: dict[int, InFlightRequest] = {}
         self._now_ms = 0
+        # Idempotence lives in the accumulator (it gates and numbers batches as they drain).
+        self.idempotence = accumulator.idempotence
+        if self.idempotence is not None and self.acks != -1:
+            raise ValueError("an idempotent producer needs acks=all")
+        self._init_request: tuple[int, int] | None = None  # (request id, deadline_ms) of InitProducerId
+        self._init_attempts = 0
+        self._init_retry_at_ms = 0
+        # Set when the producer cannot go on (InitProducerId refused for good); batches failed with it.
+        self.fatal_error: KafkaError | None = None
 
     # ---- the core contract ---------------------------------------------------------------
 
@@ -122,6 +141,9 @@ class SenderCore:
                 now_ms,
                 effects,
             )
+        if self._init_request is not None and self._init_request[1] <= now_ms:
+            self._init_failed(f"REQUEST_TIMED_OUT: no answer within request.timeout.ms={self.request_timeout_ms}",
+                              ErrorCode.REQUEST_TIMED_OUT, now_ms, effects)
         acc = self.accumulator
         for batch in acc.expire(now_ms):
             effects.event("BatchExpired", topic=batch.tp.topic, partition=batch.tp.partition,
@@ -131,12 +153,18 @@ class SenderCore:
             self.metadata.request_update()
         for broker_id, batches in requests.items():
             effects.send(self._produce_request(broker_id, batches, now_ms))
+        self._maybe_init_producer_id(now_ms, effects)  # after the drain: a reset may have used up the epochs
+        if self.idempotence is not None and self.idempotence.events:
+            effects.events.extend(self.idempotence.drain_events())
         return effects
 
     def step(self, envelope: Envelope, now_ms: int) -> Effects:
         """One Produce answer (or the failure of one Produce call)."""
         self._now_ms = now_ms
         effects = Effects()
+        if envelope.rpc == "InitProducerId" and envelope.is_response:
+            self.on_init_producer_id_response(envelope, now_ms, effects)
+            return effects
         if envelope.rpc != "Produce" or not envelope.is_response:
             return effects
         request = self._in_flight.get(envelope.request_id)
@@ -155,7 +183,64 @@ class SenderCore:
         for request in self._in_flight.values():
             if deadline is None or request.deadline_ms < deadline:
                 deadline = request.deadline_ms
+        idem = self.idempotence
+        if idem is not None and idem.needs_producer_id and self.fatal_error is None:
+            due = self._init_request[1] if self._init_request is not None else self._init_retry_at_ms
+            if deadline is None or due < deadline:
+                deadline = due
         return deadline
+
+    # ---- InitProducerId ------------------------------------------------------------------
+
+    def _maybe_init_producer_id(self, now_ms: int, effects: Effects) -> None:
+        idem = self.idempotence
+        if (idem is None or not idem.needs_producer_id or self._init_request is not None
+                or self.fatal_error is not None or now_ms < self._init_retry_at_ms):
+            return
+        brokers = sorted(self.metadata.brokers())
+        if not brokers:
+            self.metadata.request_update()
+            self._init_retry_at_ms = now_ms + self.accumulator.retry_backoff_ms
+            return
+        # Kafka asks its least loaded node; rotating on failures moves past a dead broker.
+        acc = self.accumulator
+        start = self._init_attempts % len(brokers)
+        order = brokers[start:] + brokers[:start]
+        broker_id = min(order, key=acc.in_flight_requests)
+        request_id = self._ids.next()
+        self._init_request = (request_id, now_ms + self.request_timeout_ms)
+        effects.send(Envelope(self.node, broker_node(broker_id), "InitProducerId",
+                              broker_pb2.InitProducerIdRequest(), request_id))
+
+    def on_init_producer_id_response(self, envelope: Envelope, now_ms: int, effects: Effects) -> None:
+        if self._init_request is None or envelope.request_id != self._init_request[0]:
+            return  # an answer we gave up waiting for
+        if envelope.transport_error is not None:
+            reason = envelope.transport_error
+            self._init_failed(reason, classify_transport_error(reason), now_ms, effects)
+            return
+        response = envelope.message
+        if response.error_code != ErrorCode.NONE:
+            self._init_failed(response.error_message or error_name(response.error_code), response.error_code,
+                              now_ms, effects)
+            return
+        self._init_request = None
+        self._init_attempts = 0
+        self.idempotence.set_producer_id(response.producer_id, response.producer_epoch)
+        effects.events.extend(self.idempotence.drain_events())
+
+    def _init_failed(self, reason: str, code: int, now_ms: int, effects: Effects) -> None:
+        self._init_request = None
+        self._init_attempts += 1
+        effects.event("InitProducerIdFailed", error=error_name(code), reason=reason, attempts=self._init_attempts)
+        if is_retriable(code) or code == ErrorCode.REQUEST_TIMED_OUT:
+            self._init_retry_at_ms = now_ms + self.accumulator.backoff_ms(self._init_attempts)
+            return
+        # Kafka's producer goes into a fatal error state: nothing can be sent idempotently.
+        self.fatal_error = KafkaError(code, f"InitProducerId failed: {reason}")
+        for batch in self.accumulator.abort_all(self.fatal_error):
+            effects.event("BatchFailed", topic=batch.tp.topic, partition=batch.tp.partition,
+                          error=error_name(code), record_count=batch.record_count)
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -205,6 +290,10 @@ class SenderCore:
                 for batch in group:
                     acc.complete(batch, offset, result.log_append_time_ms)
                     offset += batch.record_count
+            elif result.error_code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER and self.idempotence is not None:
+                # Written long ago (before the broker's retained batches): done, offset unknown.
+                for batch in group:
+                    acc.complete(batch, -1)
             else:
                 for batch in group:
                     if not batch.done:
@@ -243,13 +332,17 @@ class SenderCore:
         """
         acc = self.accumulator
         tp = batch.tp
-        if is_retriable(code):
+        decision = None
+        if self.idempotence is not None:
+            decision = self.idempotence.on_error(batch, code)
+        if decision is Decision.RETRY_NOW or (decision is None and is_retriable(code)):
             refresh = code in REFRESH_METADATA
             if refresh:
                 self.metadata.request_update()
             batch.last_error = KafkaError(code, message or error_name(code))
             if not acc.delivery_deadline_passed(batch, now_ms):
-                acc.reenqueue(batch, now_ms, leader_moved=leader_moved or refresh)
+                acc.reenqueue(batch, now_ms, leader_moved=leader_moved or refresh,
+                              backoff=decision is not Decision.RETRY_NOW)
                 effects.event("ProduceRetried", topic=tp.topic, partition=tp.partition,
                               error=error_name(code), attempts=batch.attempts)
                 return

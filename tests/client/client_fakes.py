@@ -45,6 +45,7 @@ class FakeClusterState:
         self.next_topic_id = 1
         self.calls: list[tuple[str, str]] = []  # (node, rpc)
         self.fetch_delay_s = 0.0
+        self.next_producer_id = 0
 
     def create_topic(self, name: str, partitions: int, leaders: list[int]) -> FakeTopic:
         topic = FakeTopic(
@@ -171,6 +172,13 @@ class FakeBroker(broker_pb2_grpc.BrokerServiceServicer):
                         size_bytes=sum(len(b) for _, b in p.batches), segment_count=1,
                     )
         return response
+
+
+    async def InitProducerId(self, request, context):
+        """Idempotent producers (the default with acks=all) ask for an id before producing."""
+        self.state.calls.append((f"broker-{self.broker_id}", "InitProducerId"))
+        self.state.next_producer_id += 1
+        return broker_pb2.InitProducerIdResponse(producer_id=self.state.next_producer_id, producer_epoch=0)
 
 
 class FakeController(controller_pb2_grpc.ControllerServiceServicer):

@@ -26,6 +26,7 @@ class FakeLink:
         self.leaders = {p: brokers[p % len(brokers)] for p in range(partitions)}
         self.logs: dict[int, list] = {p: [] for p in range(partitions)}
         self.refreshes = 0
+        self.producer_ids = 0
         self.calls: list[tuple[int, broker_pb2.ProduceRequest]] = []
         self.gate: asyncio.Event | None = None  # when set up, Produce waits for it
         self.errors: list[tuple[int, int]] = []  # (partition, error code) answered once each
@@ -54,6 +55,9 @@ class FakeLink:
         self.cache.update(response, self.now_ms())
 
     async def call_broker(self, broker_id, rpc, request, timeout_ms=None):
+        if rpc == "InitProducerId":  # an idempotent producer (the default with acks=all) asks first
+            self.producer_ids += 1
+            return broker_pb2.InitProducerIdResponse(producer_id=1000 + self.producer_ids, producer_epoch=0)
         assert rpc == "Produce"
         self.calls.append((broker_id, request))
         if self.gate is not None:
