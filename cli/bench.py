@@ -34,6 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     produce.add_argument("--acks", default="1", help="0, 1 or all (default 1)")
     produce.add_argument("--batch-size", type=int, default=16384, metavar="BYTES", help="batch.size (default 16384)")
     produce.add_argument("--linger-ms", type=int, default=5, help="linger.ms (default 5)")
+    produce.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
+                         help="enable.idempotence (default: on with --acks all, as in Kafka 3.0+)")
     produce.add_argument("--json", action="store_true", help="print JSON (shape in README)")
     add_bootstrap_argument(produce)
     produce.set_defaults(func=cmd_bench_produce)
@@ -111,9 +113,11 @@ def cmd_bench_produce(args: argparse.Namespace) -> int:
         raise usage_error("--records and --batch-size must be >= 1, --record-size and --linger-ms >= 0")
     bootstrap, source = resolve_bootstrap(args.bootstrap)
     _, configs = asyncio.run(_describe(bootstrap, args.topic))
+    extra = {} if args.idempotence is None else {"enable_idempotence": args.idempotence}
     result = asyncio.run(bench_produce(bootstrap, args.topic, args.records, args.record_size, acks=acks,
                                        batch_size=args.batch_size, linger_ms=args.linger_ms,
-                                       progress=None if args.json else _progress("acknowledged")))
+                                       progress=None if args.json else _progress("acknowledged"),
+                                       producer_settings=extra))
     result.settings["flush_policy"] = flush_policy_of(source, configs)
     print_result(result, args.json)
     if result.failed:

@@ -44,6 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16384, metavar="BYTES", help="batch.size (default 16384)")
     parser.add_argument("--linger-ms", type=int, default=5, help="linger.ms (default 5)")
     parser.add_argument("--delivery-timeout-ms", type=int, default=120_000, help="delivery.timeout.ms (default 120000)")
+    parser.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
+                        help="enable.idempotence: no duplicates on retry (default: on with --acks all, as in "
+                             "Kafka 3.0+); --no-idempotence shows the duplicates retries can write")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     add_serializer_arguments(parser, "serializer")
     add_bootstrap_argument(parser)
@@ -94,6 +97,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = dict(acks=acks, batch_size=args.batch_size, linger_ms=args.linger_ms,
                     delivery_timeout_ms=args.delivery_timeout_ms, key_serializer=key_serializer,
                     value_serializer=value_serializer, client_id="brokerlab-produce")
+    if args.idempotence is not None:
+        settings["enable_idempotence"] = args.idempotence
     result = asyncio.run(produce_lines(bootstrap, args.topic, stdin_lines(), parser, settings,
                                        partition=args.partition, headers=headers or None))
     return summarize(result, args.topic, acks, args.quiet)

@@ -165,7 +165,7 @@ async def bench_produce(
     return BenchResult("produce", topic, records, records * record_size, round(elapsed, 3), records_per_sec,
                        mb_per_sec, percentiles(latencies), failed=len(failures),
                        settings={"record_size": record_size, "acks": acks, "batch_size": batch_size,
-                                 "linger_ms": linger_ms},
+                                 "linger_ms": linger_ms, "idempotence": getattr(producer, "idempotent", None)},
                        first_error=failures[0] if failures else None)
 
 
