@@ -240,18 +240,28 @@ class ComposeCluster:
             out.append(ComposeNodeStatus(name, item["Id"][:12], item["State"]["Status"], health, self.address(name)))
         return out
 
-    def wait_healthy(self, names: Sequence[str], timeout_s: float, interval_s: float = 0.5) -> None:
-        """Until every named node is running and healthy; ComposeError (with log tails) at the deadline."""
+    def wait_healthy(self, names: Sequence[str], timeout_s: float, interval_s: float = 0.5,
+                     probe: bool = False) -> None:
+        """Until every named node is running and healthy; ComposeError (with log tails) at the deadline.
+
+        ``probe``: a running node also counts once its gRPC health service (the one docker's check
+        asks) answers SERVING on the published port. Docker re-runs its check only every few
+        seconds; a restart in an experiment should not wait for that cadence."""
+        from lab.rpc.health import SERVING, HealthProber
+
         deadline = time.monotonic() + timeout_s
-        while True:
-            statuses = {s.name: s for s in self.status() if s.name in names}
-            if all(s.healthy for s in statuses.values()):
-                return
-            if time.monotonic() >= deadline:
-                waiting = [s for s in statuses.values() if not s.healthy]
-                detail = "; ".join(f"{s.name} {s.state}/{s.health}: {self.log_tail(s.name)}" for s in waiting)
-                raise ComposeError(f"not healthy after {timeout_s:g} s: {detail}", ErrorCode.REQUEST_TIMED_OUT)
-            time.sleep(interval_s)
+        with HealthProber() as prober:
+            while True:
+                statuses = {s.name: s for s in self.status() if s.name in names}
+                waiting = [s for s in statuses.values() if not s.healthy and not (
+                    probe and s.state == "running" and prober.probe(s.address, 0.5) == SERVING)]
+                if not waiting:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(interval_s / 5 if probe else interval_s)
+        detail = "; ".join(f"{s.name} {s.state}/{s.health}: {self.log_tail(s.name)}" for s in waiting)
+        raise ComposeError(f"not healthy after {timeout_s:g} s: {detail}", ErrorCode.REQUEST_TIMED_OUT)
 
     def logs(self, name: str, tail: int | None = None) -> str:
         """The node's log (logfmt lines on stderr), as docker keeps it."""
@@ -283,7 +293,7 @@ class ComposeCluster:
             raise ComposeError(f"{name} has no container (is the cluster up?)")
         _run(["docker", "start", cid], None)
         if wait:
-            self.wait_healthy([name], timeout_s)
+            self.wait_healthy([name], timeout_s, probe=True)
 
     def pause_node(self, name: str) -> None:
         """Freeze every process of the node (cgroup freezer), like SIGSTOP."""

@@ -107,12 +107,14 @@ class LocalTarget:
 
 class ComposeTarget:
     """The docker-compose cluster of deploy/ (lab.compose_cluster), a project of its own on free
-    host ports; brought up with the scenario's node configuration and down (volumes too) at the end."""
+    host ports; brought up with the scenario's node configuration and down (volumes too) at the end.
+    The node logs are kept in the run folder (``cluster/logs/<node>.log``, as for local runs)."""
 
     name = "compose"
     supports_disk_faults = False  # the logs live in docker volumes; use --target local
 
-    def __init__(self, brokers: int, config: dict[str, str], project: str = "brokerlab-experiment") -> None:
+    def __init__(self, data_dir: Path, brokers: int, config: dict[str, str],
+                 project: str = "brokerlab-experiment") -> None:
         from lab.compose_cluster import ComposeCluster
         from lab.local_cluster import route_config
         from lab.ports import free_ports
@@ -123,7 +125,9 @@ class ComposeTarget:
         self.cluster = ComposeCluster(project=project, brokers=brokers, ports=dict(zip(names, ports)),
                                       broker_config=broker_config, controller_config=controller_config,
                                       fault_injection=True)
+        self.files_dir = data_dir  # node logs after the run (the data stays in docker volumes)
         self._logs: dict[str, str] = {}
+        self._paused: set[str] = set()
 
     def start(self) -> float:
         from lab.compose_cluster import engine_status
@@ -132,12 +136,22 @@ class ComposeTarget:
         if not ok:
             raise KafkaError(ErrorCode.BROKER_NOT_AVAILABLE, f"--target compose: {why}")
         self.cluster.down()  # leftovers of an interrupted run
+        # Always (re)build: cached layers make it a no-op when nothing changed, and the nodes must
+        # run this tree's code as local processes do, not whatever image an earlier build left.
+        self.cluster.build()
         return self.cluster.up()
 
     def stop(self) -> None:
-        for name in self.cluster.node_names:  # keep the logs: they go away with the containers
-            self._logs[name] = self.cluster.logs(name)
-        self.cluster.down()
+        try:
+            for name in list(self._paused):
+                self.resume(name)
+            logs = self.files_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            for name in self.cluster.node_names:  # keep the logs: they go away with the containers
+                self._logs[name] = self.cluster.logs(name)
+                (logs / f"{name}.log").write_text(self._logs[name])
+        finally:
+            self.cluster.down()
 
     def bootstrap_servers(self) -> list[str]:
         return self.cluster.bootstrap_servers()
@@ -149,6 +163,8 @@ class ComposeTarget:
         return self.cluster.address(node)
 
     def kill(self, node: str, sig: str) -> None:
+        if node in self._paused:  # a stopped process only acts on SIGTERM once continued
+            self.resume(node)
         if sig == "TERM":
             self.cluster.stop_node(node)
         else:
@@ -160,11 +176,17 @@ class ComposeTarget:
     def start_node(self, node: str, wait: bool = True) -> None:
         self.cluster.start_node(node, wait=wait)
 
+    # SIGSTOP/SIGCONT through `docker kill -s`, as the local target signals its processes. Not
+    # `docker pause` (cgroup freezer): docker's health check exec racing with the freeze hangs in
+    # the frozen container until its timeout, and stalled other docker calls (the scenario's
+    # next kill and the unpause itself) by ~3 s.
     def pause(self, node: str) -> None:
-        self.cluster.pause_node(node)
+        self.cluster.kill_node(node, "STOP")
+        self._paused.add(node)
 
     def resume(self, node: str) -> None:
-        self.cluster.resume_node(node)
+        self.cluster.kill_node(node, "CONT")
+        self._paused.discard(node)
 
     def is_running(self, node: str) -> bool:
         return any(s.name == node and s.state in ("running", "paused") for s in self.cluster.status())
@@ -180,6 +202,6 @@ def make_target(kind: str, run_dir: Path, brokers: int, config: dict[str, str], 
     if kind == "local":
         return LocalTarget(run_dir / "cluster", brokers, config, seed)
     if kind == "compose":
-        return ComposeTarget(brokers, config)
+        return ComposeTarget(run_dir / "cluster", brokers, config)
     raise KafkaError(ErrorCode.INVALID_REQUEST, f"--target must be local or compose, not {kind!r} "
                      "(the simulator runs scenarios with `brokerlab sim run`)")
