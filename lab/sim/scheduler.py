@@ -68,7 +68,8 @@ class Scheduler:
         # Callables run after every event (the invariant checks); they see the state the event left.
         self.after_event: list[Callable[[], None]] = []
         self.events_run = 0
-        self._heap: list[Timer] = []
+        # (due_ms, seq, timer): tuples compare in C, and never reach the timer (seq is unique).
+        self._heap: list[tuple[int, int, Timer]] = []
         self._seq = 0
         self._max_per_instant = max_events_per_instant
         self._instant_ms = start_ms
@@ -83,7 +84,7 @@ class Scheduler:
         """Run ``callback(*args)`` at ``due_ms`` (never in the past: clamped to now)."""
         self._seq += 1
         timer = Timer(max(int(due_ms), self.now_ms), self._seq, callback, args, label)
-        heapq.heappush(self._heap, timer)
+        heapq.heappush(self._heap, (timer.due_ms, timer.seq, timer))
         return timer
 
     def after(self, delay_ms: int, callback: Callable[..., Any], *args: Any, label: str = "") -> Timer:
@@ -92,16 +93,16 @@ class Scheduler:
     def next_due_ms(self) -> int | None:
         """When the next live event is due, or None when nothing is scheduled."""
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        return heap[0].due_ms if heap else None
+        return heap[0][0] if heap else None
 
     # -- running ----------------------------------------------------------------------------
     def step(self) -> bool:
         """Run the next live event (advancing the clock to it); False when the heap is empty."""
         heap = self._heap
         while heap:
-            timer = heapq.heappop(heap)
+            timer = heapq.heappop(heap)[2]
             if timer.cancelled:
                 continue
             self._advance(timer)
@@ -145,4 +146,4 @@ class Scheduler:
         return self.now_ms - self.start_ms
 
     def pending(self) -> int:
-        return sum(1 for timer in self._heap if not timer.cancelled)
+        return sum(1 for _, _, timer in self._heap if not timer.cancelled)
