@@ -220,12 +220,15 @@ FAULT_STEPS = {"kill": "fault", "power-loss": "fault", "crash": "fault", "stop":
                "isolate": "fault", "cut": "fault", "bounce": "fault", "start": "heal", "resume": "heal", "heal": "heal"}
 
 
-def record_events(history: SimHistory, trace: Any, topic: str) -> None:
-    """Faults, heals and the cluster events a failover timeline needs into the history, as the
-    real-process experiments record them from the nodes' logs (lab/experiment/logevents.py: the
-    same names, values as the logfmt lines render them)."""
+def record_events(history: SimHistory, trace: Any, topic: str, steps: bool = True) -> None:
+    """Faults, heals (from the steps, unless ``steps`` is False: a nemesis recorded its own) and
+    the cluster events a failover timeline needs into the history, as the real-process
+    experiments record them from the nodes' logs (lab/experiment/logevents.py: the same names,
+    values as the logfmt lines render them)."""
     for entry in trace.entries:
         if entry.node == "scenario" and entry.name == "StepRan":
+            if not steps:
+                continue
             words = entry.get("step").split()
             kind = FAULT_STEPS.get(words[0])
             if kind is not None:

@@ -291,7 +291,9 @@ class AcknowledgedOnEveryIsrMember(Check):
     records whose acknowledged request was sent before it came back (the leader may have
     acknowledged them before the power loss): losing them is what that policy allows (the
     scenario's checker counts the loss). If such a broker then passes the loss on to others
-    (as their leader), those others are still held to it.
+    (as their leader), those others are still held to it. Likewise an unclean leader election
+    (``UncleanLeaderElected``, only where the topic enables it) releases every ISR member of
+    that partition from the records acknowledged before it.
 
     Cost: each broker's log is read forward into a mirror of ``offset -> value`` as far as
     needed; a truncation or recovery of that log drops the mirror, a restart drops all of them.
@@ -311,7 +313,12 @@ class AcknowledgedOnEveryIsrMember(Check):
         # loss without per-batch flush, up to its restart); nodes lost power and not back yet.
         self._forfeited: dict[str, int] = {}
         self._power_lost: set[str] = set()
+        # tp -> acknowledgements of requests sent before this time are forfeited on every
+        # member (an unclean election there).
+        self._unclean: dict[TopicPartition, int] = {}
         self._incarnations: dict[str, int] = {}
+        # Something may be unverified: new acknowledgements, a new ISR member, a dropped mirror.
+        self._dirty = False
 
     def check(self, cluster: SimCluster, look: Look) -> None:
         for entry in look.entries:
@@ -332,12 +339,19 @@ class AcknowledgedOnEveryIsrMember(Check):
                             if broker_id not in before:
                                 self._verified.pop((f"broker-{broker_id}", tp), None)
                         self._isr[tp] = isr
+                        self._dirty = True
         acknowledged = cluster.acknowledged
         if len(acknowledged) > self._seen_acks:
             for seq in range(self._seen_acks, len(acknowledged)):
                 tp, offset, value, sent_ms = acknowledged[seq]
                 self._acked.setdefault(tp, []).append((offset, value, sent_ms))
             self._seen_acks = len(acknowledged)
+            self._dirty = True
+        if not self._dirty:
+            return
+        # Whatever is still unverified belongs to a broker that is down: it comes back as a new
+        # incarnation, which drops its marks and makes this dirty again.
+        self._dirty = False
         for tp, isr in self._isr.items():
             acked = self._acked.get(tp)
             if not acked:
@@ -355,6 +369,9 @@ class AcknowledgedOnEveryIsrMember(Check):
                 self._verified[key] = len(acked)
 
     def _on_entry(self, cluster: SimCluster, entry: Any) -> None:
+        if entry.name == "UncleanLeaderElected" and entry.get("topic") is not None:
+            self._unclean[TopicPartition(entry.get("topic"), entry.get("partition"))] = entry.now_ms
+            return
         if not entry.node.startswith("broker-"):
             return
         if entry.name == "NodeCrashed" and entry.get("lose_unflushed"):
@@ -373,15 +390,17 @@ class AcknowledgedOnEveryIsrMember(Check):
                 self._verified.pop(key, None)
                 self._mirrors.pop(key, None)
                 self._mirror_end.pop(key, None)
+                self._dirty = True
 
     def _drop(self, node: str) -> None:
         for table in (self._verified, self._mirrors, self._mirror_end):
             for key in [k for k in table if k[0] == node]:
                 del table[key]
+        self._dirty = True
 
     def _verify(self, core: Any, name: str, tp: TopicPartition, acked: list, start: int) -> None:
         log = core.log_manager.get(tp)
-        forfeited = self._forfeited.get(name, -1)
+        forfeited = max(self._forfeited.get(name, -1), self._unclean.get(tp, -1))
         for offset, value, sent_ms in acked[start:]:
             if sent_ms < forfeited:
                 continue

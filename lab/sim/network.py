@@ -155,6 +155,13 @@ class SimNetwork:
                         self.cut_links.add((b, a))
         self._note("net", "NetworkPartitioned", {"groups": [sorted(g) for g in groups]})
 
+    def uncut(self, a: str, b: str, both_ways: bool = True) -> None:
+        """Restore the link a -> b (and b -> a) cut by ``cut``/``isolate``/``partition``."""
+        self.cut_links.discard((a, b))
+        if both_ways:
+            self.cut_links.discard((b, a))
+        self._note("net", "LinkRestored", {"src": a, "dst": b, "both_ways": both_ways})
+
     def heal(self) -> None:
         self.cut_links.clear()
         self._note("net", "NetworkHealed", {})

@@ -166,6 +166,9 @@ class ProducerSpec:
     retry_backoff_max_ms: int = 1_000
     start: bool = True  # send continuously from the scenario start; else only in bursts
     partition: int | None = None  # always this partition (else the topic's partitions in turn)
+    # > 0: paced at this many records per second instead: a batch holds what fell due while the
+    # previous one was in flight (as a producer's accumulator does), at most max_batch.
+    rate_per_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProducerSpec":
@@ -189,8 +192,12 @@ class _Batch:
 
 class SimProducer(Actor):
     def __init__(self, cluster: Any, history: History, topic: str, partitions: Iterable[int], spec: ProducerSpec,
-                 brokers: list[str], rng: random.Random, on_acknowledged: Callable[..., None] | None = None) -> None:
-        super().__init__(f"client-{spec.name}", cluster, spec.request_timeout_ms)
+                 brokers: list[str], rng: random.Random, on_acknowledged: Callable[..., None] | None = None,
+                 lane: str = "") -> None:
+        # ``lane``: one of several single-request lanes of one producer process (e.g. one per
+        # partition, as a producer talks to each broker independently); values stay unique.
+        super().__init__(f"client-{spec.name}{'-' + lane if lane else ''}", cluster, spec.request_timeout_ms)
+        self.value_prefix = f"{spec.name}-{lane}" if lane else spec.name
         self.spec = spec
         self.process = spec.name
         self.history = history
@@ -204,6 +211,7 @@ class SimProducer(Actor):
         self._sent = 0
         self._batches = 0
         self._queue: list[tuple[int, Callable[[], None] | None]] = []  # bursts: (records, on_settled)
+        self._paced_from_ms: int | None = None  # rate mode: when pacing started
         # Values a retry may have written twice, and which broker acknowledged each value.
         self.maybe_duplicated: set[bytes] = set()
         self.acknowledged_by: dict[bytes, str] = {}
@@ -235,6 +243,16 @@ class SimProducer(Actor):
         on_settled = None
         if self._queue:
             count, on_settled = self._queue.pop(0)
+        elif self.running and self.spec.rate_per_s > 0:
+            now = self.scheduler.now_ms
+            if self._paced_from_ms is None:
+                self._paced_from_ms = now
+            due = int((now - self._paced_from_ms) * self.spec.rate_per_s / 1000) + 1 - self._sent
+            if due <= 0:  # ahead of the rate: wait for the next record's time
+                wait = (self._sent * 1000 / self.spec.rate_per_s) - (now - self._paced_from_ms)
+                self.scheduler.after(max(1, int(wait) + 1), self._next, label=f"produce {self.process}")
+                return
+            count = min(due, self.spec.max_batch)
         elif self.running:
             count = self.rng.randint(self.spec.min_batch, self.spec.max_batch)
         else:
@@ -246,7 +264,7 @@ class SimProducer(Actor):
         self._batches += 1
         sends = []
         for _ in range(count):
-            value = f"{self.process}-{self._sent}".encode()
+            value = f"{self.value_prefix}-{self._sent}".encode()
             self._sent += 1
             sends.append(self.history.invoke_send(self.process, self.topic, partition, value))
         self.batch = _Batch(partition, sends, self.scheduler.now_ms, on_settled=on_settled)
@@ -332,7 +350,8 @@ class SimProducer(Actor):
         if self._queue:
             self.scheduler.after(0, self._next, label=f"produce {self.process}")
         elif self.running:
-            self.scheduler.after(self.spec.interval_ms, self._next, label=f"produce {self.process}")
+            delay = 0 if self.spec.rate_per_s > 0 else self.spec.interval_ms
+            self.scheduler.after(delay, self._next, label=f"produce {self.process}")
 
 
 def _error_text(error: BaseException) -> str:
