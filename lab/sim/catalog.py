@@ -8,6 +8,9 @@ flush and without. The default setup is REFERENCE's: RF 3, min ISR 2, acks=all, 
 election off, session timeout 1 s, a producer without idempotence (``max.in.flight=1``) and a
 live consumer; anything a scenario leaves out is that.
 
+Every scenario waits for full ISRs before its first fault: what it then proves depends on it
+(with a lossy network, a broker may have been fenced out of an ISR just before).
+
 How a zombie's tail or an acks=1 loss is made certain: the leader's links to its followers are
 cut (they stop fetching; it still talks to the controller and the clients), a burst of acks=1
 records lands on it alone, then it is paused or killed and the links healed. The followers are
@@ -33,6 +36,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..2000",
+            "await isr-full",
             "kill leader as=victim",
             "await leader-moved-from victim timeout=10000",
             "wait 300..2000",
@@ -79,6 +83,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [{**WRITER, "delivery_timeout_ms": 1500}],
         "steps": [
             "wait 500..1500",
+            "await isr-full",
             "kill broker as=a",
             "kill broker as=b",
             "wait 50",
@@ -87,13 +92,15 @@ CATALOG: list[dict[str, Any]] = [
             "window close two-down",
             "start a",
             "await in-isr a",
+            "window open one-back",
             "wait 500..1500",
+            "window close one-back",
             "start b",
             "await in-isr b",
             "wait 200..1000",
         ],
         "expect": {"checks": ["never-acked-in:two-down", "failed-in:two-down:NOT_ENOUGH_REPLICAS",
-                              "acked-after:two-down", "no-silent-loss"]},
+                              "acked-in:one-back", "no-silent-loss"]},
     },
     {
         "name": "acks1-loss",
@@ -124,6 +131,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 300..1000",
+            "await isr-full",
             "window open clean",
             {"repeat": 5, "steps": ["bounce leader mode=clean down=0..1000", "wait 100..800"]},
             "window close clean",
@@ -138,6 +146,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 300..1000",
+            "await isr-full",
             {"repeat": 5, "steps": ["bounce leader mode=hard down=0..1500", "wait 100..800"]},
         ],
         "expect": {"checks": ["no-silent-loss"]},
@@ -150,6 +159,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 300..1000",
+            "await isr-full",
             "window open clean",
             {"for_each": "broker", "as": "b", "order": "shuffled",
              "steps": ["stop b", "wait 0..500", "start b", "await isr-full", "wait 100..500"]},
@@ -166,6 +176,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..1500",
+            "await isr-full",
             "cut leader from=servers|everyone as=old",
             "await leader-moved-from old timeout=10000",
             "wait 500..3000",
@@ -183,6 +194,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..1500",
+            "await isr-full",
             "crash controller power_loss=yes|no",
             "wait 200..1000",
             "kill follower as=f",
@@ -205,6 +217,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..2000",
+            "await isr-full",
             "power-loss leader as=victim",
             "wait 0..2000",
             "start victim",
@@ -222,6 +235,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..2000",
+            "await isr-full",
             "power-loss all-brokers",
             "wait 0..1500",
             "start all-brokers",
@@ -240,6 +254,7 @@ CATALOG: list[dict[str, Any]] = [
         "producers": [WRITER],
         "steps": [
             "wait 500..2000",
+            "await isr-full",
             "power-loss all-brokers",
             "wait 0..1500",
             "start all-brokers",

@@ -22,6 +22,7 @@ written twice):
 ``never-acked-in:W``           no send was acknowledged inside window W
 ``failed-in:W:CODE``           some send completed inside window W failed definitely with CODE
 ``acked-after:W``              some send was acknowledged after window W closed
+``acked-in:W``                 some send was acknowledged inside window W
 ``fenced:NAME``                the controller fenced the broker bound to NAME
 ``truncated:NAME``             the broker bound to NAME logged a LogTruncated with records removed
 ``controlled-shutdowns``       every broker stop completed its controlled shutdown (none abandoned)
@@ -250,6 +251,13 @@ def acked_after(evidence: Evidence, arg: str, facts: dict) -> str | None:
     return None if after else f"nothing acknowledged after window {arg} closed"
 
 
+def acked_in(evidence: Evidence, arg: str, facts: dict) -> str | None:
+    start, end = evidence.window(arg)
+    inside = [s for s in evidence.history.sends if s.outcome == OK and start <= (s.completed_ms or -1) <= end]
+    facts[f"acknowledged_in_{arg}"] = len(inside)
+    return None if inside else f"nothing acknowledged inside window {arg}"
+
+
 def fenced(evidence: Evidence, arg: str, facts: dict) -> str | None:
     broker_id = broker_id_of(evidence.bindings[arg])
     hits = [e for e in evidence.trace.named("BrokerFenced", "controller") if e.get("broker_id") == broker_id]
@@ -283,7 +291,7 @@ def controlled_shutdowns(evidence: Evidence, arg: str, facts: dict) -> str | Non
 
 
 # Checks that need the planned setup and a healthy network (skipped with --faults).
-LIVENESS = frozenset({"unserved", "zero-failed-in", "failed-in", "acked-after", "fenced", "truncated",
+LIVENESS = frozenset({"unserved", "zero-failed-in", "failed-in", "acked-after", "acked-in", "fenced", "truncated",
                       "controlled-shutdowns"})
 
 CHECKS = {
@@ -295,6 +303,7 @@ CHECKS = {
     "never-acked-in": never_acked_in,
     "failed-in": failed_in,
     "acked-after": acked_after,
+    "acked-in": acked_in,
     "fenced": fenced,
     "truncated": truncated,
     "controlled-shutdowns": controlled_shutdowns,

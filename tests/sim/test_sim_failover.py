@@ -148,7 +148,7 @@ def test_two_down_fails_with_not_enough_replicas_and_acknowledges_nothing_until_
     run = run_scenario("two-down", 1)
     assert run.ok, run.describe_failure()
     facts = run.report.as_dict()["failover"]
-    assert facts["failed_NOT_ENOUGH_REPLICAS"] > 0 and facts["acknowledged_after_two-down"] > 0
+    assert facts["failed_NOT_ENOUGH_REPLICAS"] > 0 and facts["acknowledged_in_one-back"] > 0
 
 
 def test_a_rolling_restart_fails_no_produce_and_every_controlled_shutdown_completes() -> None:
