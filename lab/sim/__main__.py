@@ -69,7 +69,7 @@ def run_experiment_cli(args: argparse.Namespace) -> int:
     scenario = load(args.experiment)
     if args.duration:
         scenario = scenario.with_duration(args.duration)
-    run = run_experiment(scenario, args.seed)
+    run = run_experiment(scenario, args.seed, skip_checks=frozenset(args.skip_check))
     if args.trace and run.cluster is not None:
         Path(args.trace).write_bytes(run.cluster.trace.serialize())
     if run.history is not None and (args.history or args.report):
