@@ -13,6 +13,7 @@ import grpc
 
 from brokerlab.driver import CoreDriver
 from brokerlab.ids import broker_node
+from brokerlab.rpc.core_call import call_core
 from brokerlab.v1 import controller_pb2, controller_pb2_grpc
 
 SERVICE_NAME = controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].full_name
@@ -24,11 +25,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self._driver = driver
 
     async def _call(self, rpc: str, request, context: grpc.aio.ServicerContext, src: str = "client"):
-        try:
-            return await self._driver.request(rpc, request, src=src)
-        except Exception as exc:  # a core failure must reach the caller as a status, not a hang
-            log.exception("controller core failed on %s", rpc)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return await call_core(self._driver, rpc, request, context, log, src)
 
     async def RegisterBroker(self, request, context):
         return await self._call("RegisterBroker", request, context, broker_node(request.broker_id))

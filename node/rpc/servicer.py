@@ -11,6 +11,7 @@ import logging
 import grpc
 
 from brokerlab.driver import CoreDriver
+from brokerlab.rpc.core_call import call_core
 from brokerlab.v1 import broker_pb2, broker_pb2_grpc
 
 SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
@@ -22,11 +23,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._driver = driver
 
     async def _call(self, rpc: str, request, context: grpc.aio.ServicerContext):
-        try:
-            return await self._driver.request(rpc, request)
-        except Exception as exc:  # a core bug must reach the caller as a status, not a hang
-            log.exception("broker core failed on %s", rpc)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return await call_core(self._driver, rpc, request, context, log)
 
     async def Produce(self, request, context):
         return await self._call("Produce", request, context)
