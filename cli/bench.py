@@ -36,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     produce.add_argument("--linger-ms", type=int, default=5, help="linger.ms (default 5)")
     produce.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
                          help="enable.idempotence (default: on with --acks all, as in Kafka 3.0+)")
+    produce.add_argument("--throughput", type=float, default=-1, metavar="RECORDS_PER_SEC",
+                         help="cap the send rate (Kafka's producer-perf-test --throughput; default -1: no cap)")
     produce.add_argument("--json", action="store_true", help="print JSON (shape in README)")
     add_bootstrap_argument(produce)
     produce.set_defaults(func=cmd_bench_produce)
@@ -117,7 +119,7 @@ def cmd_bench_produce(args: argparse.Namespace) -> int:
     result = asyncio.run(bench_produce(bootstrap, args.topic, args.records, args.record_size, acks=acks,
                                        batch_size=args.batch_size, linger_ms=args.linger_ms,
                                        progress=None if args.json else _progress("acknowledged"),
-                                       producer_settings=extra))
+                                       producer_settings=extra, throughput=args.throughput))
     result.settings["flush_policy"] = flush_policy_of(source, configs)
     print_result(result, args.json)
     if result.failed:

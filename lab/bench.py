@@ -15,6 +15,7 @@ Figures: records/s, MiB/s (key + value bytes / 2**20 per second, as Kafka's perf
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import time
@@ -90,7 +91,10 @@ async def bench_produce(
     sample_every: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     producer_settings: dict | None = None,
+    throughput: float = -1,
 ) -> BenchResult:
+    """``throughput`` caps the send rate in records/s (Kafka's producer-perf-test ``--throughput``;
+    -1 = as fast as possible), for latency at a given fraction of the peak."""
     if producer_factory is None:
         from client import Producer as producer_factory
     if records < 1 or record_size < 0:
@@ -147,6 +151,10 @@ async def bench_produce(
             for _ in range(step - 1):
                 keep(await send(topic, value))
             index += step
+            if throughput > 0:
+                ahead_s = index / throughput - (now() - started)
+                if ahead_s > 0:
+                    await asyncio.sleep(ahead_s)
             if len(handles) >= CHECK_AT:
                 handles[:] = check(handles, keep_pending=True)
             if progress is not None and now() - last_report >= PROGRESS_INTERVAL_S:
@@ -165,7 +173,8 @@ async def bench_produce(
     return BenchResult("produce", topic, records, records * record_size, round(elapsed, 3), records_per_sec,
                        mb_per_sec, percentiles(latencies), failed=len(failures),
                        settings={"record_size": record_size, "acks": acks, "batch_size": batch_size,
-                                 "linger_ms": linger_ms, "idempotence": getattr(producer, "idempotent", None)},
+                                 "linger_ms": linger_ms, "idempotence": getattr(producer, "idempotent", None),
+                                 "throughput": throughput},
                        first_error=failures[0] if failures else None)
 
 

@@ -161,3 +161,11 @@ def test_consume_command_passes_offset_zero_and_from_beginning(monkeypatch) -> N
     assert cli_main.run(["consume", "t", "--max-messages", "1"]) == 0
     assert [(c["partition"], c["offset"]) for c in calls] == [(2, 0), (None, "earliest"), (None, "latest")]
     assert cli_main.run(["consume", "t", "--offset", "3"]) == 2  # --offset needs --partition
+
+
+def test_bench_produce_throughput_caps_the_send_rate() -> None:
+    # 400 records at 2000 records/s cannot finish in less than ~0.2 s; uncapped they take far less.
+    capped = asyncio.run(bench_produce(["h:1"], "orders", 400, 10, producer_factory=FakeProducer,
+                                       sample_every=10, throughput=2000))
+    assert capped.elapsed_s >= 0.19 and capped.settings["throughput"] == 2000
+    assert capped.records_per_sec <= 2000 * 1.05
