@@ -7,11 +7,11 @@ import argparse
 import os
 import sys
 
-from cli import bench, cluster, consume, demo, experiment, leader, produce, topic
+from cli import bench, cluster, consume, demo, experiment, leader, produce, sim, topic
 from cli import group as consumer_groups
 from cli.common import EXIT_INTERRUPTED, report, usage_error
 
-GROUPS = (cluster, topic, leader, produce, consume, consumer_groups, bench, experiment, demo)
+GROUPS = (cluster, topic, leader, produce, consume, consumer_groups, bench, experiment, sim, demo)
 
 
 class Parser(argparse.ArgumentParser):

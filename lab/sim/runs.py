@@ -1,0 +1,192 @@
+"""Run folders and seed swarms for ``brokerlab sim``: the engine behind cli/sim.py.
+
+``run_one`` runs a catalog scenario (``lab.sim.scenarios``) or one of the lab's TOML experiments
+(``lab.sim.experiments``) in-process and returns what the CLI prints; ``write_folder`` writes the
+run folder the real experiments write (``history.jsonl``, byte-identical for a seed;
+``results.json`` with the verdict; ``summary.txt``; for experiments also the plots and
+``report.html`` of ``lab.experiment.report``). ``swarm`` runs many seeds, one after the other or
+in worker processes, and yields each seed's outcome as it is known.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from lab.experiment import report
+
+from .scenarios import FAILOVER_SCENARIOS, SCENARIOS, run_scenario
+
+SIM_EXPERIMENT_TARGET = "sim"
+
+
+@dataclass
+class SimRun:
+    """One seeded run, as the CLI shows it; ``history`` / ``experiment`` are dropped in swarms."""
+
+    kind: str  # "scenario" | "experiment"
+    name: str
+    seed: int
+    faults: bool
+    as_expected: bool
+    verdict: str
+    problem: str | None
+    virtual_ms: int
+    wall_s: float
+    results: dict[str, Any] = field(default_factory=dict)
+    history: Any = None
+    duration_s: float | None = None
+
+    def replay_command(self) -> str:
+        if self.kind == "experiment":
+            command = f"brokerlab sim run --experiment {self.name} --seed {self.seed}"
+            return command + (f" --duration {self.duration_s:g}" if self.duration_s is not None else "")
+        return f"brokerlab sim run --scenario {self.name} --seed {self.seed}" + (" --faults" if self.faults else "")
+
+    def folder_name(self) -> str:
+        if self.kind == "experiment":
+            return f"sim-experiment-{Path(self.name).stem}-{self.seed}"
+        return f"sim-{self.name}-{self.seed}" + ("-faults" if self.faults else "")
+
+
+def scenario_names() -> list[str]:
+    return sorted(SCENARIOS)
+
+
+def experiment_names() -> list[tuple[str, str | None]]:
+    """The lab's TOML experiments with, for each, why the simulator cannot run it (None: it can)."""
+    from lab.experiment.scenario import builtins
+
+    from .experiments import ExperimentUnsupported, check_supported
+
+    out = []
+    for scenario in builtins():
+        try:
+            check_supported(scenario)
+            out.append((scenario.name, None))
+        except ExperimentUnsupported as exc:
+            out.append((scenario.name, exc.message))
+    return out
+
+
+def run_one(name: str, seed: int, *, experiment: bool = False, faults: bool = False,
+            duration_s: float | None = None) -> SimRun:
+    """Run a catalog scenario (or, with ``experiment``, a TOML experiment: name or path).
+    Unknown names raise KeyError / ScenarioError; everything else ends up in the result."""
+    started = time.perf_counter()
+    if experiment:
+        return _run_experiment(name, seed, duration_s, started)
+    if name not in SCENARIOS:
+        raise KeyError(name)
+    run = run_scenario(name, seed, faults=faults)
+    facts = run.report.as_dict()
+    failover = run.report.failover
+    ok = run.ok
+    problem = None if ok else f"{type(run.error).__name__}: {run.error}"
+    verdict = "AS EXPECTED" if ok else f"NOT AS EXPECTED: {problem.splitlines()[0] if problem else ''}"
+    if failover is not None and failover.verdict is not None:
+        checked = failover.verdict
+        verdict += f" (checker: {checked.result.summary().split(' (')[0]}"
+        verdict += f"; {checked.promise.lines()[0]})" if checked.promise is not None else ")"
+    result = SimRun("scenario", name, seed, faults, ok, verdict, problem, int(facts.get("virtual_ms", 0)),
+                    round(time.perf_counter() - started, 3), history=failover.history if failover else None)
+    result.results = {"scenario": name, "target": SIM_EXPERIMENT_TARGET, "seed": seed, "message_faults": faults,
+                      "doc": SCENARIOS[name].doc, "expected": {"as_expected": ok, "problem": problem},
+                      "verdict": verdict, "replay": result.replay_command(), **facts}
+    return result
+
+
+def _run_experiment(name: str, seed: int, duration_s: float | None, started: float) -> SimRun:
+    from lab.experiment.scenario import load
+
+    from .experiments import run_experiment
+
+    scenario = load(name)
+    if duration_s is not None:
+        scenario = scenario.with_duration(duration_s)
+    run = run_experiment(scenario, seed)
+    analysis = run.analysis or {}
+    ok = run.as_expected
+    if run.error is not None:
+        problem: str | None = f"{type(run.error).__name__}: {run.error}"
+    else:
+        differences = analysis.get("expected", {}).get("differences", [])
+        problem = "; ".join(differences) or None
+    verdict = (analysis.get("verdict_lines") or ["no verdict (the run failed)"])[0]
+    virtual_ms = int(run.cluster.summary().get("virtual_ms", 0)) if run.cluster is not None else 0
+    result = SimRun("experiment", name, seed, False, ok, verdict, problem, virtual_ms,
+                    round(time.perf_counter() - started, 3), dict(analysis), run.history,
+                    duration_s=duration_s)
+    result.results.setdefault("seed", seed)
+    result.results["replay"] = result.replay_command()
+    return result
+
+
+def write_folder(run: SimRun, out: Path) -> Path:
+    """The run folder under ``out`` (named by scenario and seed; rewritten by a replay)."""
+    folder = Path(out) / run.folder_name()
+    folder.mkdir(parents=True, exist_ok=True)
+    if run.history is not None:
+        run.history.save(folder / report.HISTORY)
+    if run.kind == "experiment" and run.history is not None:
+        results = report.render(folder)  # results.json, summary.txt, plots, report.html
+        results["replay"] = run.replay_command()
+        results["sim"] = {"virtual_ms": run.virtual_ms, "wall_s": run.wall_s, "problem": run.problem}
+        (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        run.results = results
+        return folder
+    (folder / "results.json").write_text(json.dumps({**run.results, "wall_s": run.wall_s}, indent=2,
+                                                    sort_keys=True, default=str) + "\n")
+    (folder / "summary.txt").write_text(summary_text(run) + "\n")
+    return folder
+
+
+def summary_text(run: SimRun) -> str:
+    r = run.results
+    lines = [f"sim {run.kind} {run.name} (seed {run.seed}{', --faults' if run.faults else ''}): "
+             f"{r.get('virtual_ms', run.virtual_ms) / 1000:.1f} s simulated in {run.wall_s:.2f} s"]
+    if r.get("doc"):
+        lines.append(f"  {r['doc']}")
+    lines += ["", f"sends {r.get('produced', '-')}: acknowledged {r.get('acked', '-')}, failed {r.get('failed', '-')}; "
+              f"read back {r.get('read', '-')}", f"verdict: {run.verdict}"]
+    for problem in r.get("problems", [])[:10]:
+        lines.append(f"  problem: {problem}")
+    steps = r.get("failover", {}).get("steps", [])
+    if steps:
+        lines += ["", "steps:", *(f"  {step}" for step in steps)]
+    lines += ["", f"history sha256 {r.get('history_sha256', '-')}", f"replay: {run.replay_command()}"]
+    return "\n".join(lines)
+
+
+# -- swarm ------------------------------------------------------------------------------------
+def swarm_names(scenario: str) -> list[str]:
+    """``all``: every catalog scenario (produce-and-check too); otherwise the one named."""
+    if scenario == "all":
+        return ["produce-and-check", *FAILOVER_SCENARIOS]
+    if scenario not in SCENARIOS:
+        raise KeyError(scenario)
+    return [scenario]
+
+
+def _one(job: tuple[str, int, bool]) -> SimRun:
+    name, seed, faults = job
+    try:
+        run = run_one(name, seed, faults=faults)
+    except Exception as exc:  # noqa: BLE001 - a harness crash is a failing seed too, with its replay
+        run = SimRun("scenario", name, seed, faults, False, "crashed", f"{type(exc).__name__}: {exc}", 0, 0.0)
+    run.history, run.results = None, {}
+    return run
+
+
+def swarm(names: list[str], seeds: range, faults: bool = False, jobs: int = 1) -> Iterator[SimRun]:
+    """Every (seed, scenario) pair, seed-major; results come back in that order."""
+    work = [(name, seed, faults) for seed in seeds for name in names]
+    if jobs <= 1:
+        yield from map(_one, work)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(_one, work, chunksize=4)
