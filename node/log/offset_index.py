@@ -17,110 +17,65 @@ import struct
 from array import array
 
 from brokerlab.disk import DiskFile
+from node.log.index_file import IndexFile
 
 ENTRY = struct.Struct(">II")
 ENTRY_BYTES = ENTRY.size
 
 
-class OffsetIndex:
-    __slots__ = ("file", "base_offset", "_relative_offsets", "_positions", "_persisted", "_unsynced")
+class OffsetIndex(IndexFile):
+    """Keys are offsets relative to the segment's base offset; values are file positions."""
+
+    ENTRY = ENTRY
+    __slots__ = ()
 
     def __init__(self, file: DiskFile, base_offset: int) -> None:
-        self.file = file
-        self.base_offset = base_offset
-        self._relative_offsets = array("I")  # 32-bit on every platform CPython supports
-        self._positions = array("I")
-        self._persisted = 0  # entries already in the file
-        self._unsynced = False
+        # array("I"): 32-bit on every platform CPython supports, and compact for big segments.
+        super().__init__(file, base_offset, array("I"), array("I"))
 
     @classmethod
     def load(cls, file: DiskFile, base_offset: int) -> "OffsetIndex | None":
         """Read the index file; None if it is malformed (the caller rebuilds it)."""
         index = cls(file, base_offset)
-        size = file.size()
-        if size % ENTRY_BYTES:
+        entries = index._read_entries()
+        if entries is None:
             return None
-        data = file.read(0, size) if size else b""
         last_offset = last_position = -1
-        for relative_offset, position in ENTRY.iter_unpack(data):
+        for relative_offset, position in entries:
             if relative_offset <= last_offset or position <= last_position:
                 return None
-            index._relative_offsets.append(relative_offset)
-            index._positions.append(position)
+            index._keys.append(relative_offset)
+            index._values.append(position)
             last_offset, last_position = relative_offset, position
-        index._persisted = len(index._positions)
+        index._loaded()
         return index
-
-    def __len__(self) -> int:
-        return len(self._positions)
 
     def append(self, offset: int, position: int) -> None:
         """Index the batch starting at ``offset`` found at file ``position`` (both increasing)."""
-        self._relative_offsets.append(offset - self.base_offset)
-        self._positions.append(position)
+        self._keys.append(offset - self.base_offset)
+        self._values.append(position)
 
     def lookup(self, offset: int) -> int:
         """File position of the last indexed batch starting at or before ``offset`` (0 if none)."""
-        slot = bisect.bisect_right(self._relative_offsets, offset - self.base_offset) - 1
-        return self._positions[slot] if slot >= 0 else 0
+        slot = bisect.bisect_right(self._keys, offset - self.base_offset) - 1
+        return self._values[slot] if slot >= 0 else 0
 
     def last_entry(self) -> tuple[int, int] | None:
         """``(offset, position)`` of the last entry."""
-        if not self._positions:
+        if not self._values:
             return None
-        return self.base_offset + self._relative_offsets[-1], self._positions[-1]
+        return self.base_offset + self._keys[-1], self._values[-1]
 
     def entries(self) -> list[tuple[int, int]]:
-        return [(self.base_offset + r, p) for r, p in zip(self._relative_offsets, self._positions)]
+        return [(self.base_offset + r, p) for r, p in zip(self._keys, self._values)]
 
     def max_position(self) -> int:
-        return self._positions[-1] if self._positions else -1
+        return self._values[-1] if self._values else -1
 
     def truncate_to_offset(self, offset: int) -> None:
         """Drop entries for batches starting at or after ``offset``."""
-        keep = bisect.bisect_left(self._relative_offsets, offset - self.base_offset)
-        self._truncate_entries(keep)
+        self._truncate_entries(bisect.bisect_left(self._keys, offset - self.base_offset))
 
     def truncate_to_position(self, position: int) -> None:
         """Drop entries pointing at or after file ``position`` (the log was cut there)."""
-        self._truncate_entries(bisect.bisect_left(self._positions, position))
-
-    def _truncate_entries(self, keep: int) -> None:
-        if keep >= len(self._positions):
-            return
-        del self._relative_offsets[keep:]
-        del self._positions[keep:]
-        if keep < self._persisted:
-            self.file.truncate(keep * ENTRY_BYTES)
-            self._persisted = keep
-            self._unsynced = True
-
-    def reset(self) -> None:
-        """Forget every entry (before a rebuild)."""
-        del self._relative_offsets[:]
-        del self._positions[:]
-        self.file.truncate(0)
-        self._persisted = 0
-        self._unsynced = True
-
-    def write_pending(self) -> None:
-        """Append the entries not yet in the file (one write)."""
-        if self._persisted == len(self._positions):
-            return
-        pack = ENTRY.pack
-        data = b"".join(
-            pack(r, p)
-            for r, p in zip(self._relative_offsets[self._persisted :], self._positions[self._persisted :])
-        )
-        self.file.append(data)
-        self._persisted = len(self._positions)
-        self._unsynced = True
-
-    def sync(self) -> None:
-        self.write_pending()
-        if self._unsynced:
-            self.file.fsync()
-            self._unsynced = False
-
-    def close(self) -> None:
-        self.file.close()
+        self._truncate_entries(bisect.bisect_left(self._values, position))

@@ -14,103 +14,62 @@ import bisect
 import struct
 
 from brokerlab.disk import DiskFile
+from node.log.index_file import IndexFile
 
 ENTRY = struct.Struct(">qI")
 ENTRY_BYTES = ENTRY.size
 
 
-class TimeIndex:
-    __slots__ = ("file", "base_offset", "_timestamps", "_relative_offsets", "_persisted", "_unsynced")
+class TimeIndex(IndexFile):
+    """Keys are timestamps; values are offsets relative to the segment's base offset."""
+
+    ENTRY = ENTRY
+    __slots__ = ()
 
     def __init__(self, file: DiskFile, base_offset: int) -> None:
-        self.file = file
-        self.base_offset = base_offset
-        self._timestamps: list[int] = []
-        self._relative_offsets: list[int] = []
-        self._persisted = 0
-        self._unsynced = False
+        super().__init__(file, base_offset, [], [])
 
     @classmethod
     def load(cls, file: DiskFile, base_offset: int, next_offset: int) -> "TimeIndex | None":
         """Read the file; None if malformed or pointing past ``next_offset`` (rebuild it)."""
         index = cls(file, base_offset)
-        size = file.size()
-        if size % ENTRY_BYTES:
+        entries = index._read_entries()
+        if entries is None:
             return None
-        data = file.read(0, size) if size else b""
         last_timestamp, last_offset = None, -1
         limit = next_offset - base_offset
-        for timestamp, relative_offset in ENTRY.iter_unpack(data):
+        for timestamp, relative_offset in entries:
             if last_timestamp is not None and timestamp <= last_timestamp:
                 return None
             if relative_offset < last_offset or relative_offset >= limit:
                 return None
-            index._timestamps.append(timestamp)
-            index._relative_offsets.append(relative_offset)
+            index._keys.append(timestamp)
+            index._values.append(relative_offset)
             last_timestamp, last_offset = timestamp, relative_offset
-        index._persisted = len(index._timestamps)
+        index._loaded()
         return index
-
-    def __len__(self) -> int:
-        return len(self._timestamps)
 
     def maybe_append(self, timestamp_ms: int, offset: int) -> None:
         """Add ``(timestamp, offset)`` if it raises the largest timestamp indexed so far."""
-        if timestamp_ms < 0 or (self._timestamps and timestamp_ms <= self._timestamps[-1]):
+        if timestamp_ms < 0 or (self._keys and timestamp_ms <= self._keys[-1]):
             return
-        self._timestamps.append(timestamp_ms)
-        self._relative_offsets.append(offset - self.base_offset)
+        self._keys.append(timestamp_ms)
+        self._values.append(offset - self.base_offset)
 
     def lookup(self, timestamp_ms: int) -> int:
         """The offset to start searching for the first record with timestamp >= ``timestamp_ms``."""
-        slot = bisect.bisect_right(self._timestamps, timestamp_ms) - 1
-        return self.base_offset + (self._relative_offsets[slot] if slot >= 0 else 0)
+        slot = bisect.bisect_right(self._keys, timestamp_ms) - 1
+        return self.base_offset + (self._values[slot] if slot >= 0 else 0)
 
     def last_entry(self) -> tuple[int, int] | None:
         """``(timestamp, offset)`` with the largest timestamp."""
-        if not self._timestamps:
+        if not self._keys:
             return None
-        return self._timestamps[-1], self.base_offset + self._relative_offsets[-1]
+        return self._keys[-1], self.base_offset + self._values[-1]
 
     def entries(self) -> list[tuple[int, int]]:
-        return [(t, self.base_offset + r) for t, r in zip(self._timestamps, self._relative_offsets)]
+        return [(t, self.base_offset + r) for t, r in zip(self._keys, self._values)]
 
     def truncate_to_offset(self, offset: int) -> None:
         """Drop entries whose offset is at or after ``offset``."""
-        keep = bisect.bisect_left(self._relative_offsets, offset - self.base_offset)
-        if keep >= len(self._timestamps):
-            return
-        del self._timestamps[keep:]
-        del self._relative_offsets[keep:]
-        if keep < self._persisted:
-            self.file.truncate(keep * ENTRY_BYTES)
-            self._persisted = keep
-            self._unsynced = True
-
-    def reset(self) -> None:
-        self._timestamps.clear()
-        self._relative_offsets.clear()
-        self.file.truncate(0)
-        self._persisted = 0
-        self._unsynced = True
-
-    def write_pending(self) -> None:
-        if self._persisted == len(self._timestamps):
-            return
-        pack = ENTRY.pack
-        data = b"".join(
-            pack(t, r)
-            for t, r in zip(self._timestamps[self._persisted :], self._relative_offsets[self._persisted :])
-        )
-        self.file.append(data)
-        self._persisted = len(self._timestamps)
-        self._unsynced = True
-
-    def sync(self) -> None:
-        self.write_pending()
-        if self._unsynced:
-            self.file.fsync()
-            self._unsynced = False
-
-    def close(self) -> None:
-        self.file.close()
+        self._truncate_entries(bisect.bisect_left(self._values, offset - self.base_offset))
