@@ -75,6 +75,9 @@ class BrokerCore:
                                                       config.test_produce_response_delay_every)
                                 if config.test_produce_response_delay_ms > 0 else None)
         self.replicas: dict[TopicPartition, LocalReplica] = {}
+        # Partitions the image changed before the broker may act on it (initial catch-up,
+        # see node/lifecycle.py); synced all at once when it may.
+        self._unsynced: set[TopicPartition] = set()
         self._shutdown_started_ms: int | None = None
         self.controlled_shutdown_complete = False
         rm = self.replica_manager
@@ -89,7 +92,7 @@ class BrokerCore:
         }
         # Answers to the lifecycle's calls (it tracks which one is the latest of each kind).
         self._lifecycle_handlers: dict[str, Callable[[Envelope, int, Effects], None]] = {
-            "RegisterBroker": self.lifecycle.on_register_broker_response,
+            "RegisterBroker": self.on_register_broker_response,
             "BrokerHeartbeat": self.on_broker_heartbeat_response,
             "FetchMetadataRecords": self.on_fetch_metadata_records_response,
             "DescribeCluster": self.lifecycle.on_describe_cluster_response,
@@ -237,12 +240,25 @@ class BrokerCore:
         if applied:
             fx.event("MetadataApplied", offset=self.image.last_applied_offset, records=applied,
                      end_offset=self.lifecycle.journal_end_offset)
-        # Act on the image as it stands after the whole answer, not record by record: a
-        # restarted broker replaying the journal must not briefly "lead" with an old epoch.
-        for tp in sorted(touched):
-            self._sync_replica(tp, now_ms, fx)
-        self.lifecycle.metadata_applied(self.image.last_applied_offset, self.image.broker(self.broker_id), now_ms, fx)
+        # Act on the image as it stands after the whole answer, not record by record, and not
+        # before it holds our own registration: a restarted broker replaying the journal must
+        # not "lead" at its previous incarnation's epoch.
+        self._unsynced.update(touched)
+        self._metadata_applied(now_ms, fx)
         self._maybe_finish_shutdown(now_ms, fx)
+
+    def on_register_broker_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
+        self.lifecycle.on_register_broker_response(envelope, now_ms, fx)
+        # Our registration record may already be in the image (the metadata answer came first).
+        self._metadata_applied(now_ms, fx)
+
+    def _metadata_applied(self, now_ms: int, fx: Effects) -> None:
+        last_applied_offset = self.image.last_applied_offset
+        if self._unsynced and self.lifecycle.may_act_on_image(last_applied_offset):
+            unsynced, self._unsynced = self._unsynced, set()
+            for tp in sorted(unsynced):
+                self._sync_replica(tp, now_ms, fx)
+        self.lifecycle.metadata_applied(last_applied_offset, self.image.broker(self.broker_id), now_ms, fx)
 
     def _replay(self, record: metadata_pb2.MetadataRecord, offset: int) -> list[TopicPartition]:
         """Replay one record into the image; returns the partitions whose replica may change."""

@@ -22,9 +22,9 @@ BROKER_KEYS = [
     int_key("broker.heartbeat.interval.ms", 100, "how often the broker heartbeats the controller"),
     int_key(
         "broker.session.timeout.ms",
-        1000,
-        "informational here: the controller fences a broker silent this long; the broker gives "
-        "a heartbeat call this long before treating it as failed",
+        750,
+        "the controller fences a broker silent this long; the broker gives a heartbeat call a "
+        "third of it (node/call_timeouts.py) before treating it as failed",
     ),
     int_key("metadata.fetch.max.wait.ms", 1000, "long-poll wait of FetchMetadataRecords"),
     int_key("metadata.fetch.max.records", 1000, "records per FetchMetadataRecords answer"),
@@ -89,7 +89,7 @@ class BrokerConfig:
     controller_endpoint: tuple[str, int] | None = None
     log_dirs: str = ""
     heartbeat_interval_ms: int = 100
-    session_timeout_ms: int = 1000
+    session_timeout_ms: int = 750
     metadata_fetch_max_wait_ms: int = 1000
     metadata_fetch_max_records: int = 1000
     controller_request_timeout_ms: int = 2000

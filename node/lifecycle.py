@@ -9,7 +9,8 @@ STARTING   not registered. Sends RegisterBroker (one at a time, exponential back
            transport error or an error code). -> RECOVERY when an answer gives a broker epoch.
 RECOVERY   registered (fenced until the controller unfences it) or behind the journal.
            -> RUNNING once a heartbeat answer says "not fenced" and the image has applied
-           everything up to the journal end offset seen in a FetchMetadataRecords answer.
+           our own registration record (offset = broker_epoch) and everything up to the
+           journal end offset seen in a FetchMetadataRecords answer.
 RUNNING    ready: serves, and the gRPC health service says SERVING.
            -> RECOVERY when the metadata journal fences our registration (the controller
            missed our heartbeats past broker.session.timeout.ms). Only the journal, which is
@@ -32,6 +33,14 @@ any        -> STARTING when a heartbeat answer says STALE_BROKER_EPOCH: our regi
 
 The metadata long-poll runs in every state and heartbeats in every registered state but
 SHUTTING_DOWN; each has at most one call in flight.
+
+Initial catch-up (Kafka's ``initialCatchUpFuture``): the broker acts on its image (takes
+leaderships and followerships, serves requests) only once the image holds our own current
+registration record (``last_applied_offset >= broker_epoch``) and reached the journal end of
+an answer. The journal end alone is not enough: RegisterBroker and the first
+FetchMetadataRecords are two calls that may be answered in either order, so a restarted
+broker's first answer can end before its new registration and still show it leading at its
+previous incarnation's epoch.
 """
 
 from __future__ import annotations
@@ -106,7 +115,8 @@ class BrokerLifecycle:
         # Journal end offset from the latest FetchMetadataRecords answer (-1: none yet).
         self.journal_end_offset = -1
         self.caught_up = False
-        # Set once the image first reached the journal end; requests are served from then on.
+        # Set once the image first held our registration and reached the journal end; the
+        # broker acts on the image (roles, serving requests) from then on.
         self.initial_catch_up_done = False
         self.cluster_id = ""
         self.controller_id = 0
@@ -303,8 +313,21 @@ class BrokerLifecycle:
         self.cluster_id = response.cluster_id
         self.controller_id = response.controller_id
 
+    def registration_applied(self, last_applied_offset: int) -> bool:
+        """Does the image hold our current registration record (its offset is our broker epoch)?"""
+        return 0 <= self.broker_epoch <= last_applied_offset
+
+    def may_act_on_image(self, last_applied_offset: int) -> bool:
+        """May the broker act on an image that has applied up to ``last_applied_offset``?
+        Once initially caught up, always (later answers are ordered after our registration)."""
+        return self.initial_catch_up_done or (
+            self.registration_applied(last_applied_offset)
+            and last_applied_offset + 1 >= self.journal_end_offset
+        )
+
     def metadata_applied(self, last_applied_offset: int, own: BrokerImage | None, now_ms: int, fx: Effects) -> None:
-        """Called after replaying an answer's records (``own``: our broker in the image).
+        """Called after replaying an answer's records, and after a registration answer
+        (``own``: our broker in the image).
 
         Are we caught up with the journal, and does the journal fence or unfence us?
         """
@@ -319,7 +342,8 @@ class BrokerLifecycle:
             self._saw_own_registration = True
             if own.fenced:
                 self._heartbeat_due_ms = min(self._heartbeat_due_ms, now_ms)
-        self.caught_up = last_applied_offset + 1 >= self.journal_end_offset
+        self.caught_up = (self.registration_applied(last_applied_offset)
+                          and last_applied_offset + 1 >= self.journal_end_offset)
         if self.caught_up and not self.initial_catch_up_done:
             self.initial_catch_up_done = True
             fx.event("MetadataCaughtUp", offset=last_applied_offset)

@@ -17,6 +17,7 @@ from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.journal import MetadataJournal
 from node.broker import BrokerCore
+from node.call_timeouts import call_timeout_ms
 from node.config import BrokerConfig
 from node.log.manager import LogManager
 
@@ -74,19 +75,11 @@ def broker_factory(context: BootContext) -> BrokerCore:
     return BrokerCore(config, log_manager, (context.name, SIM_PORT), "", incarnation_id)
 
 
-# Mirrors node/rpc/transport.py BrokerTransport.timeout_s (tests/sim checks they agree): the
-# deadlines the real broker adapter puts on its calls, so a lost message costs the same here.
-LONG_POLL_MARGIN_MS = 1000
-LONG_POLLS = frozenset({"FetchMetadataRecords", "Fetch"})
-
-
 def broker_call_timeout(config: BrokerConfig):
+    """The deadlines the real broker adapter puts on its calls (node/call_timeouts.py), so a
+    lost message costs the same here."""
     def call_timeout(envelope: Envelope) -> int:
-        if envelope.rpc in LONG_POLLS:
-            return max(envelope.message.max_wait_ms, 0) + LONG_POLL_MARGIN_MS
-        if envelope.rpc == "BrokerHeartbeat":
-            return min(config.session_timeout_ms, config.controller_request_timeout_ms)
-        return config.controller_request_timeout_ms
+        return call_timeout_ms(config, envelope.rpc, envelope.message)
 
     return call_timeout
 

@@ -16,11 +16,8 @@ from brokerlab.ids import CONTROLLER_NODE, broker_id_of
 from brokerlab.rpc.grpc_options import insecure_channel
 from brokerlab.sansio import Envelope
 from brokerlab.v1 import broker_pb2_grpc, controller_pb2_grpc
+from node.call_timeouts import call_timeout_ms
 from node.config import BrokerConfig
-
-# Room on top of a long-poll's own wait before the call counts as failed.
-LONG_POLL_MARGIN_MS = 1000
-LONG_POLLS = frozenset({"FetchMetadataRecords", "Fetch"})
 
 EndpointOf = Callable[[int], "tuple[str, int] | None"]
 
@@ -58,15 +55,7 @@ class BrokerTransport:
         return stub
 
     def timeout_s(self, envelope: Envelope) -> float:
-        config = self._config
-        if envelope.rpc in LONG_POLLS:
-            timeout_ms = max(envelope.message.max_wait_ms, 0) + LONG_POLL_MARGIN_MS
-        elif envelope.rpc == "BrokerHeartbeat":
-            # A heartbeat answered later than the session timeout is worthless anyway.
-            timeout_ms = min(config.session_timeout_ms, config.controller_request_timeout_ms)
-        else:
-            timeout_ms = config.controller_request_timeout_ms
-        return timeout_ms / 1000.0
+        return call_timeout_ms(self._config, envelope.rpc, envelope.message) / 1000.0
 
     async def __call__(self, envelope: Envelope) -> Envelope:
         try:

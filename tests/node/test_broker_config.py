@@ -10,7 +10,7 @@ from node.config import BrokerConfig, parse_endpoint
 
 def test_defaults_and_overrides() -> None:
     config = BrokerConfig.from_values({})
-    assert (config.heartbeat_interval_ms, config.session_timeout_ms, config.replica_fetch_wait_max_ms) == (100, 1000, 500)
+    assert (config.heartbeat_interval_ms, config.session_timeout_ms, config.replica_fetch_wait_max_ms) == (100, 750, 500)
     assert config.min_insync_replicas == 2 and config.controller_endpoint is None
     config = BrokerConfig.from_values({
         "broker.id": "3",

@@ -72,10 +72,10 @@ def test_ready_needs_unfenced_and_caught_up() -> None:
     h = BrokerHarness()
     fx = h.tick()
     [register], [fetch] = h.sent(fx, "RegisterBroker"), h.sent(fx, "FetchMetadataRecords")
-    [heartbeat] = h.sent(h.answer(register, controller_pb2.RegisterBrokerResponse(broker_epoch=7)), "BrokerHeartbeat")
+    [heartbeat] = h.sent(h.answer(register, controller_pb2.RegisterBrokerResponse(broker_epoch=2)), "BrokerHeartbeat")
     h.answer(heartbeat, controller_pb2.BrokerHeartbeatResponse(is_fenced=False))
     assert not h.core.is_ready  # not caught up yet
-    h.journal.extend(ORDERS)
+    h.journal.extend([*ORDERS[:2], register_record(1, 2), unfence_record(1, 2)])  # broker_epoch = its offset
     fx = h.answer(fetch, controller_pb2.FetchMetadataRecordsResponse(base_offset=0, records=h.journal[:2], end_offset=4))
     assert not h.core.is_ready  # 2 of 4 records
     [fetch] = h.sent(fx, "FetchMetadataRecords")
@@ -83,6 +83,46 @@ def test_ready_needs_unfenced_and_caught_up() -> None:
     h.fetch_answer(fetch, [])
     assert h.core.is_ready and h.core.state is BrokerState.RUNNING
     assert h.core.image.last_applied_offset == 3
+
+
+def _restart_with_old_leadership(h: BrokerHarness) -> tuple:
+    """A restarted broker 1 whose first metadata answer ends before its new registration: the
+    journal still shows its previous incarnation (epoch 0) leading orders-0 at leader epoch 3."""
+    fx = h.tick()
+    [register], [fetch] = h.sent(fx, "RegisterBroker"), h.sent(fx, "FetchMetadataRecords")
+    old = [register_record(1, 0), unfence_record(1, 0), register_record(2, 2), unfence_record(2, 2),
+           topic_record("orders", "T1"), partition_record("T1", 0, [1, 2], leader=1, leader_epoch=3)]
+    return register, h.fetch_answer(fetch, old)
+
+
+def test_a_restarted_broker_acts_on_no_metadata_before_its_registration_is_applied() -> None:
+    h = BrokerHarness()
+    register, fx = _restart_with_old_leadership(h)
+    [fetch] = h.sent(fx, "FetchMetadataRecords")
+    # Caught up with that answer's journal end, but it predates our registration: no roles, no serving.
+    assert "BecameLeader" not in h.event_names() and not h.core.replicas
+    assert not h.core.lifecycle.initial_catch_up_done and not h.core.is_ready
+    assert h.produce("orders", 0, batch(b"x")).error_code != ErrorCode.NONE
+    # The registration answer names offset 6 (not applied yet): still nothing.
+    h.answer(register, controller_pb2.RegisterBrokerResponse(broker_epoch=6))
+    assert "BecameLeader" not in h.event_names() and not h.core.replicas
+    # The controller moved the leadership away when the new incarnation registered (fenced).
+    h.fetch_answer(fetch, [register_record(1, 6), leader_change_record("T1", 0, leader=2, leader_epoch=4)])
+    assert "BecameLeader" not in h.event_names() and "MetadataCaughtUp" in h.event_names()
+    assert h.core.replicas[TopicPartition("orders", 0)].leader_epoch == 4
+    assert not h.core.replicas[TopicPartition("orders", 0)].is_leader
+    assert h.core.log_manager.get(TopicPartition("orders", 0)) is not None
+
+
+def test_a_registration_answered_after_its_record_was_applied_lets_the_broker_act_at_once() -> None:
+    h = BrokerHarness()
+    register, fx = _restart_with_old_leadership(h)
+    [fetch] = h.sent(fx, "FetchMetadataRecords")
+    h.fetch_answer(fetch, [register_record(1, 6), leader_change_record("T1", 0, leader=2, leader_epoch=4)])
+    assert not h.core.replicas and not h.core.lifecycle.initial_catch_up_done
+    h.answer(register, controller_pb2.RegisterBrokerResponse(broker_epoch=6))
+    assert h.core.lifecycle.initial_catch_up_done and "BecameLeader" not in h.event_names()
+    assert h.core.replicas[TopicPartition("orders", 0)].leader_epoch == 4
 
 
 def test_fencing_follows_the_journal_and_stale_epoch_reregisters() -> None:

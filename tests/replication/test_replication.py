@@ -17,9 +17,9 @@ from brokerlab.v1 import broker_pb2
 LEADER = 1
 
 
-def cluster(**broker_config) -> ReplicationCluster:
+def cluster(controller_config: dict[str, str] | None = None, **broker_config) -> ReplicationCluster:
     """Brokers 1-3 ready and topic "orders" (one partition, replicas [1, 2, 3], leader 1)."""
-    c = ReplicationCluster(broker_config=broker_config)
+    c = ReplicationCluster(broker_config=broker_config, controller_config=controller_config)
     c.wait_ready()
     c.create_topic("orders", assignment=[[1, 2, 3]])
     c.advance(10)
@@ -176,7 +176,10 @@ def test_isr_shrinks_after_the_lag_time_and_expands_when_caught_up() -> None:
 
 
 def test_a_stale_isr_proposal_is_dropped_and_the_journal_wins() -> None:
-    c = cluster(**{"replica.lag.time.max.ms": "1000"})
+    # Timed for a 1 s session: with a shorter one broker 2 is fenced early enough in the 1.2 s
+    # that the leader already has a fresh shrink of broker 3 pending when the stale one lands.
+    session = {"broker.session.timeout.ms": "1000"}
+    c = cluster(session, **{"replica.lag.time.max.ms": "1000"}, **session)
     c.hold(fetch_from(3))
     c.hold(alter_partition)
     c.produce("orders", 0, batch(b"a"), acks=1)

@@ -10,7 +10,6 @@ can model for K seeds, ``--sim-seed N`` for that seed.
 from __future__ import annotations
 
 import pytest
-from test_sim_failover import known_bug
 
 from lab.experiment.scenario import builtin_names, load
 from lab.sim.experiments import ExperimentUnsupported, check_supported, run_experiment
@@ -52,10 +51,6 @@ def test_experiment_scenario_in_the_simulator(name: str, sim_seed_override: int 
     failures = []
     for seed in seeds:
         run = run_experiment(scenario, seed)
-        bug = known_bug(str(run.error)) if run.error is not None else None
-        if bug is not None:  # printed, then the seed again without that check (see test_sim_failover.py)
-            print(f"{name} seed {seed}: known bug {bug.name} ({bug.test})\n  replay: {run.replay_command()}")
-            run = run_experiment(scenario, seed, skip_checks=frozenset({bug.skip_check}))
         if not run.as_expected:
             problem = run.error if run.error is not None else run.analysis["expected"]["differences"]
             failures.append(f"seed {seed}: {problem}\n  replay: {run.replay_command()}")

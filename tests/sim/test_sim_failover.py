@@ -3,23 +3,15 @@
 Each scenario runs its default seeds (``--sim-seeds K`` / ``BROKERLAB_SIM_SEEDS`` for more,
 ``--sim-seed N`` for one); every run is checked by the invariants after every event and its
 history by ``lab.checker`` plus the scenario's own checks. A failure prints the exact command
-that replays it.
-
-Known bugs (``KNOWN_BUGS``): a failure whose message matches a known bug's signature is printed
-with its replay command but does not fail the sweep; the seed is run again without that bug's
-check, so everything else the seed shows is still judged. Each known bug has a strict xfail
-reproduction in test_sim_known_bugs.py: when the bug is fixed that test fails, and its entry
-here goes.
+that replays it (and a bug it finds gets a reduced reproduction in test_sim_known_bugs.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,31 +26,9 @@ from lab.sim.workload import history_bytes
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass(frozen=True)
-class KnownBug:
-    name: str
-    signature: str  # regex on the failure's text
-    skip_check: str  # the invariant check that finds it, left out on the second run
-    test: str  # its strict xfail reproduction
-
-
-KNOWN_BUGS = [
-    KnownBug(
-        "restarted-broker-leads-from-stale-metadata",
-        r"invariant high_watermark_monotonic_within_epoch broken .*high watermark went from \d+ "
-        r"\(on (broker-\d+)\) to 0 on \1",
-        "high_watermark_monotonic_within_epoch",
-        "tests/sim/test_sim_known_bugs.py::test_a_restarted_broker_does_not_lead_before_its_registration_is_applied",
-    ),
-]
-
 # Default seeds per scenario: 150 runs, together about 15 s of CPU (the heavy ones run fewer).
 DEFAULT_SEEDS = {"leader-bounce-clean": 8, "leader-bounce-hard": 10, "rolling-restart": 10}
 DEFAULT_SEED_COUNT = 14
-
-
-def known_bug(text: str) -> KnownBug | None:
-    return next((bug for bug in KNOWN_BUGS if re.search(bug.signature, text)), None)
 
 
 @pytest.mark.parametrize("scenario", FAILOVER_SCENARIOS)
@@ -68,13 +38,9 @@ def test_failover_sweep(scenario: str, sim_seed_override: int | None, sim_seed_c
     else:
         seeds = list(range(sim_seed_count or DEFAULT_SEEDS.get(scenario, DEFAULT_SEED_COUNT)))
     started, cpu_started = time.perf_counter(), time.process_time()
-    failures, known, virtual_ms, acked, lost = [], [], 0, 0, 0
+    failures, virtual_ms, acked, lost = [], 0, 0, 0
     for seed in seeds:
         run = run_scenario(scenario, seed)
-        bug = None if run.ok else known_bug(str(run.error))
-        if bug is not None:
-            known.append(f"seed {seed}: known bug {bug.name} ({bug.test})\n  replay: {run.replay_command()}")
-            run = run_scenario(scenario, seed, skip_checks=frozenset({bug.skip_check}))
         virtual_ms += run.cluster.scheduler.elapsed_ms() if run.cluster else 0
         acked += run.report.acked
         lost += run.report.as_dict().get("failover", {}).get("lost", 0)
@@ -87,8 +53,6 @@ def test_failover_sweep(scenario: str, sim_seed_override: int | None, sim_seed_c
     wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     print(f"{scenario}: {len(seeds)} seeds, {acked} acknowledged, {lost} lost, {virtual_ms / 1000:.0f} s virtual "
           f"in {wall_s:.1f} s wall / {cpu_s:.1f} s CPU ({virtual_ms / 1000 / max(cpu_s, 1e-9):.0f}x CPU)")
-    for line in known:
-        print(line)
     assert not failures, "\n".join(failures)
 
 
@@ -164,7 +128,7 @@ def test_power_loss_of_every_broker_loses_only_without_per_batch_flush() -> None
     for scenario in ("power-loss-all-batch", "power-loss-all-none"):
         total = 0
         for seed in range(3):
-            run = run_scenario(scenario, seed, skip_checks=frozenset({KNOWN_BUGS[0].skip_check}))
+            run = run_scenario(scenario, seed)
             assert run.ok, run.describe_failure()
             total += run.report.as_dict()["failover"]["lost"]
         lost[scenario] = total

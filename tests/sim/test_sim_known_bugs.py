@@ -1,13 +1,11 @@
 """Bugs in node/ or controller/ the simulator found, each reduced to a deterministic reproduction.
 
-They are ``xfail(strict=True)``: the test states the behaviour Kafka has; it fails today because
-of the bug, and passes (so the strict xfail fails) once the bug is fixed, which is the signal
-to drop the xfail here and the bug's entry in test_sim_failover.py's KNOWN_BUGS.
+A bug not fixed yet is ``xfail(strict=True)``: the test states the behaviour Kafka has and fails
+because of the bug; once fixed, the strict xfail fails, the marker goes and the test stays as a
+regression test (as below).
 """
 
 from __future__ import annotations
-
-import pytest
 
 from brokerlab.ids import TopicPartition
 from lab.sim.cores import ClusterSpec, build_cluster, wait_ready
@@ -16,22 +14,19 @@ from lab.sim.invariants import InvariantSuite, replication_checks
 HOLD_MS = 30
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "node/lifecycle.py: a (re)started broker counts itself caught up with the journal end of the "
-    "first FetchMetadataRecords answer, which may predate its own RegisterBroker; BrokerCore then "
-    "acts on that image: it leads (and serves) at its previous incarnation's leader epoch, with the "
-    "high watermark restarted from its recovered log. Kafka's broker publishes no leadership until "
-    "it has replayed its own registration record (offset = broker_epoch). Found by the seed sweeps: "
-    ".venv/bin/python -m lab.sim --scenario leader-bounce-hard --seed 8"))
+# Fixed: node/lifecycle.py counted a (re)started broker caught up with the journal end of its
+# first FetchMetadataRecords answer, which may predate its own RegisterBroker; BrokerCore then led
+# (and served) at the previous incarnation's leader epoch with the high watermark restarted from
+# its recovered log. Found by the seed sweeps (.venv/bin/python -m lab.sim --scenario
+# leader-bounce-hard --seed 8). Kafka's broker acts on no metadata until it has replayed its own
+# registration record (offset = broker_epoch).
 def test_a_restarted_broker_does_not_lead_before_its_registration_is_applied() -> None:
     """Kill the leader and start it again before its session expires, with its registration
     reaching the controller a few ms after its first metadata fetch (two unary calls on one
     connection may be served in either order). The new incarnation must not act as leader
     until its image holds its own new registration."""
-    # Without the high-watermark check, which trips on the symptom first: this test states the cause.
-    checks = [c for c in replication_checks() if c.__name__ != "high_watermark_monotonic_within_epoch"]
     cluster = build_cluster(11, ClusterSpec(brokers=3, broker_config={"replica.fetch.wait.max.ms": "200"}),
-                            invariants=[InvariantSuite(checks)])
+                            invariants=[InvariantSuite(replication_checks())])
     wait_ready(cluster)
     client = cluster.client()
     client.create_topic("events", 1, 3)
@@ -71,3 +66,5 @@ def test_a_restarted_broker_does_not_lead_before_its_registration_is_applied() -
     assert not stale, (
         f"{leader} (incarnation 2) acted as leader of {tp} before applying its own registration: "
         f"(time, leader epoch, high watermark) {stale[:3]}")
+    # ... and it does come back: ready once its image holds its registration.
+    assert cluster.run_until(lambda: cluster.core(leader) is not None and cluster.core(leader).is_ready, 5_000)
