@@ -43,8 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from lab.sim.runs import experiment_names
     from lab.sim.scenarios import SCENARIOS
+    from lab.sim_runs import experiment_names
 
     experiments = experiment_names()
     if args.json:
@@ -63,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lab.experiment.scenario import ScenarioError
-    from lab.sim.runs import run_one, scenario_names, write_folder
+    from lab.sim_runs import run_one, scenario_names, write_folder
 
     if args.scenario is not None and args.scenario not in scenario_names():
         raise usage_error(f"unknown scenario {args.scenario!r} (known: {', '.join(scenario_names())})")
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_swarm(args: argparse.Namespace) -> int:
-    from lab.sim.runs import swarm, swarm_names
+    from lab.sim_runs import swarm, swarm_names
 
     if args.seeds <= 0 or args.jobs <= 0:
         raise usage_error("--seeds and --jobs must be positive")

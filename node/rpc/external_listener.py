@@ -98,8 +98,8 @@ class ExternalView:
         self._driver = driver
         self._mapping = mapping
 
-    async def request(self, rpc: str, message: Any) -> Any:
-        return translate(await self._driver.request(rpc, message), self._mapping())
+    async def request(self, rpc: str, message: Any, src: str = "client") -> Any:
+        return translate(await self._driver.request(rpc, message, src), self._mapping())
 
     def __getattr__(self, name: str) -> Any:  # anything else the servicer uses goes to the driver
         return getattr(self._driver, name)

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.experiment import report
-
-from .scenarios import FAILOVER_SCENARIOS, SCENARIOS, run_scenario
+from lab.sim.scenarios import FAILOVER_SCENARIOS, SCENARIOS, run_scenario
 
 SIM_EXPERIMENT_TARGET = "sim"
 
@@ -60,8 +59,7 @@ def scenario_names() -> list[str]:
 def experiment_names() -> list[tuple[str, str | None]]:
     """The lab's TOML experiments with, for each, why the simulator cannot run it (None: it can)."""
     from lab.experiment.scenario import builtins
-
-    from .experiments import ExperimentUnsupported, check_supported
+    from lab.sim.experiments import ExperimentUnsupported, check_supported
 
     out = []
     for scenario in builtins():
@@ -102,8 +100,7 @@ def run_one(name: str, seed: int, *, experiment: bool = False, faults: bool = Fa
 
 def _run_experiment(name: str, seed: int, duration_s: float | None, started: float) -> SimRun:
     from lab.experiment.scenario import load
-
-    from .experiments import run_experiment
+    from lab.sim.experiments import run_experiment
 
     scenario = load(name)
     if duration_s is not None:
