@@ -127,7 +127,7 @@ def test_external_view_translates_driver_answers_and_delegates_the_rest() -> Non
     class FakeDriver:
         closed = False
 
-        async def request(self, rpc, message):
+        async def request(self, rpc, message, src="client"):
             return image.metadata_response([], controller_id=0, controller_endpoint=CONTROLLER)
 
         async def close(self):
