@@ -4,28 +4,24 @@ Batches stay opaque bytes: an append validates them (``validate_batches``), copi
 into one bytearray, stamps base offsets and the leader epoch in place (outside the CRC) and
 writes it with a single append to the active segment. Reads return whole batches sliced from
 one read of the segment file. Time comes in as ``now_ms``; files go through the ``Disk`` port.
+
+Jobs kept apart: truncation (truncation.py), retention (retention.py), the follower's batch
+check (replicated_batches.py), recovery at open (recovery.py, loader.py) and idempotent
+producers' state (producer_state.py, producer_snapshot.py).
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
 from typing import Callable, NamedTuple
-
-import crc32c
 
 from brokerlab.disk import Disk
 from brokerlab.ids import TopicPartition
 from brokerlab.record_batch import (
-    ATTRIBUTES_OFFSET,
-    BATCH_HEADER_BYTES,
-    MAGIC,
     BatchHeader,
     CorruptBatchError,
-    read_header,
     set_base_offset,
     set_partition_leader_epoch,
-    uniform_record_stride,
     validate_batches,
 )
 from brokerlab.sansio import TraceEvent
@@ -39,11 +35,13 @@ from node.log.errors import (
     RecordTooLargeError,
 )
 from node.log.loader import read_partition_files, recovered_event, restore_epoch_cache
-from node.log.producer_snapshot import delete_all_snapshots, load_producer_state, write_snapshot
+from node.log.producer_snapshot import load_producer_state, write_snapshot
 from node.log.producer_state import ProducerStateManager, is_idempotent
 from node.log.recovery import load_segments
-from node.log.retention import deletable_prefix
+from node.log.replicated_batches import check_replicated_batches
+from node.log.retention import LogRetention
 from node.log.segment import BatchEntry, LogSegment
+from node.log.truncation import LogTruncation
 
 __all__ = [
     "AppendInfo",
@@ -59,61 +57,6 @@ __all__ = [
 MAX_RELATIVE_OFFSET = (1 << 31) - 1
 
 
-def check_replicated_batches(buf: bytes | memoryview) -> list[BatchHeader]:
-    """Batches a leader already validated record by record: check each one's header, length,
-    magic, CRC32C (which covers every record byte) and that its record count agrees with its
-    length, without unpacking every record again (that walk is the costliest part of
-    ``validate_batches``). Raises CorruptBatchError like it."""
-    headers = []
-    position = 0
-    size = len(buf)
-    if size == 0:
-        raise CorruptBatchError("no record batch in the payload")
-    view = memoryview(buf)
-    while position < size:
-        header = read_header(buf, position)
-        end = position + header.size_bytes
-        if header.batch_length < BATCH_HEADER_BYTES - 12 or end > size:
-            raise CorruptBatchError(f"batch length {header.batch_length} does not fit the data", position)
-        if header.magic != MAGIC:
-            raise CorruptBatchError(f"unsupported magic {header.magic}", position)
-        if crc32c.crc32c(view[position + ATTRIBUTES_OFFSET:end]) != header.crc:
-            raise CorruptBatchError("CRC32C mismatch", position)
-        if header.record_count < 1 or header.last_offset_delta != header.record_count - 1:
-            raise CorruptBatchError(f"record count {header.record_count} disagrees with last offset delta "
-                                    f"{header.last_offset_delta}", position)
-        if not _record_lengths_fit(view, position + BATCH_HEADER_BYTES, end, header.record_count):
-            raise CorruptBatchError(f"record count {header.record_count} disagrees with the batch length", position)
-        headers.append(header)
-        position = end
-    return headers
-
-
-def _record_lengths_fit(view: memoryview, start: int, end: int, count: int) -> bool:
-    """Do ``count`` length-prefixed records exactly fill ``view[start:end]``?
-
-    Equal-sized records (the common case) are checked at C speed (``uniform_record_stride``);
-    others by walking the length prefixes.
-    """
-    if end - start < 4:
-        return False
-    if uniform_record_stride(view, start, end, count):
-        return True
-    position = start
-    unpack = _RECORD_LENGTH.unpack_from
-    for _ in range(count):
-        if end - position < 4:
-            return False
-        (length,) = unpack(view, position)
-        if length < 0:
-            return False
-        position += 4 + length
-    return position == end
-
-
-_RECORD_LENGTH = struct.Struct(">i")
-
-
 class AppendInfo(NamedTuple):
     base_offset: int
     last_offset: int
@@ -122,7 +65,7 @@ class AppendInfo(NamedTuple):
     max_timestamp_ms: int
 
 
-class PartitionLog:
+class PartitionLog(LogTruncation, LogRetention):
     """Open one with ``PartitionLog.open`` (existing directory) or ``PartitionLog.create``."""
 
     def __init__(
@@ -559,126 +502,6 @@ class PartitionLog:
                     return None
                 return found
         return None
-
-    # ------------------------------------------------------------------ truncation
-
-    def truncate_to(self, offset: int) -> int:
-        """Remove every batch at or after ``offset`` (a batch holding it goes whole); returns the
-        number of records removed. Issue 3's followers use it (by leader epoch, KIP-101)."""
-        if offset < 0:
-            raise InvalidOffsetError(f"cannot truncate to negative offset {offset}")
-        old_end = self.log_end_offset
-        if offset >= old_end:
-            return 0
-        if offset < self._log_start_offset or offset <= self._segments[0].base_offset:
-            self.truncate_fully_and_start_at(offset if offset < self._log_start_offset else self._segments[0].base_offset)
-            return old_end - self.log_end_offset
-        keep = bisect.bisect_right(self._bases, offset) - 1
-        removed_bytes = 0
-        for segment in self._segments[keep + 1:]:
-            removed_bytes += segment.size
-            segment.delete()
-        deleted = len(self._segments) - keep - 1
-        del self._segments[keep + 1:]
-        del self._bases[keep + 1:]
-        segment = self._segments[keep]
-        removed_bytes += segment.truncate_to(offset)
-        self._size_bytes -= removed_bytes
-        self._after_truncation(segment)
-        # Snapshots past the new end go; the newest one left and the log after it rebuild the state.
-        self._load_producer_state("truncation", self.producer_state.clock_ms)
-        # Truncation is rare: make the whole shorter log durable, so a power loss can neither
-        # resurrect removed batches nor leave a gap below the new end.
-        self.flush()
-        self._event("LogTruncated", offset=self.log_end_offset, records_removed=old_end - self.log_end_offset,
-                    bytes_removed=removed_bytes, deleted_segments=deleted)
-        self._refresh_deadline()
-        self._truncated()
-        return old_end - self.log_end_offset
-
-    def truncate_fully_and_start_at(self, offset: int) -> None:
-        """Drop every segment and restart the log empty at ``offset`` (a follower far behind)."""
-        old_end = self.log_end_offset
-        removed_bytes = self._size_bytes
-        for segment in self._segments:
-            segment.delete()
-        segment = LogSegment.create(self.disk, self.directory, offset, self.config.index_interval_bytes)
-        self._segments = [segment]
-        self._bases = [offset]
-        self._size_bytes = 0
-        self._log_start_offset = offset
-        self.recovery_point = offset
-        self._first_unflushed_base = offset
-        self._roll_flush_due_ms = None
-        self._after_truncation(segment)
-        self.leader_epoch_cache.clear()
-        delete_all_snapshots(self.disk, self.directory)
-        self.producer_state = ProducerStateManager(self.producer_state.clock_ms)
-        # The empty segment's name records where the log restarts: make it survive a power loss.
-        segment.log.fsync()
-        self.disk.fsync_dir(self.directory)
-        self._refresh_deadline()
-        self._event("LogTruncated", offset=offset, records_removed=max(old_end - offset, 0),
-                    bytes_removed=removed_bytes, deleted_segments=None)
-        self._truncated()
-
-    def _truncated(self) -> None:
-        """The recovery point went down (and the log start may have): the checkpoint on disk
-        must follow at once, as Kafka's LogManager.truncateTo checkpoints the recovery offsets.
-        A stale, higher recovery point would make the next unclean start trust (and not scan)
-        segments that the appends after this truncation wrote and never fsynced; the start then
-        claims them durable, and a power loss loses records below the recovery point."""
-        if self.on_truncated is not None:
-            self.on_truncated()
-
-    def _after_truncation(self, segment: LogSegment) -> None:
-        end = self.log_end_offset
-        self._first_unflushed_base = min(self._first_unflushed_base, segment.base_offset)
-        self.recovery_point = min(self.recovery_point, end)
-        self._high_watermark = min(max(self._high_watermark, self._log_start_offset), end)
-        self.leader_epoch_cache.truncate_from_end(end)
-
-    # ------------------------------------------------------------------ retention
-
-    def maybe_increment_log_start_offset(self, offset: int) -> bool:
-        """Move the log start up (a leader's log start seen by a follower, or DeleteRecords);
-        segments wholly below it go at the next retention pass."""
-        if offset > self._high_watermark:
-            raise OffsetOutOfRangeError(offset, self._log_start_offset, self._high_watermark, self.topic_partition)
-        if offset <= self._log_start_offset:
-            return False
-        self._log_start_offset = offset
-        self.recovery_point = max(self.recovery_point, offset)
-        self.leader_epoch_cache.truncate_from_start(offset)
-        return True
-
-    def delete_old_segments(self, now_ms: int) -> int:
-        """Retention (Kafka's order: time, size, log start offset); returns segments deleted.
-
-        Only whole segments below the high watermark go, never the active one.
-        """
-        deleted = 0
-        for reason in ("retention_ms", "retention_bytes", "log_start_offset"):
-            count = deletable_prefix(self._segments, reason, self.config, now_ms,
-                                     self._size_bytes, self._high_watermark, self._log_start_offset)
-            for _ in range(count):
-                self._delete_first_segment(reason)
-            deleted += count
-        if deleted:
-            self._refresh_deadline()
-        return deleted
-
-    def _delete_first_segment(self, reason: str) -> None:
-        segment = self._segments.pop(0)
-        self._bases.pop(0)
-        self._size_bytes -= segment.size
-        segment.delete()
-        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
-        self.recovery_point = max(self.recovery_point, self._log_start_offset)
-        self._first_unflushed_base = max(self._first_unflushed_base, self._segments[0].base_offset)
-        self.leader_epoch_cache.truncate_from_start(self._log_start_offset)
-        self._event("SegmentDeleted", base_offset=segment.base_offset, size_bytes=segment.size,
-                    next_offset=segment.next_offset, reason=reason, log_start_offset=self._log_start_offset)
 
     # ------------------------------------------------------------------ shutdown
 

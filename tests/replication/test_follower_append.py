@@ -15,7 +15,7 @@ from brokerlab.record_batch import (
     encode_record,
     validate_batches,
 )
-from node.log.partition_log import check_replicated_batches
+from node.log.replicated_batches import check_replicated_batches
 
 values = st.one_of(st.none(), st.binary(max_size=40))
 records = st.lists(st.tuples(st.integers(0, 10_000), st.one_of(st.none(), st.binary(max_size=8)), values),
