@@ -20,18 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import logging
 import random
 import signal
 import sys
 import uuid
 from pathlib import Path
 
-from brokerlab.config import ConfigError, parse_pairs, read_properties
+from brokerlab.config import ConfigError, read_properties
 from brokerlab.disk import Disk, OsDisk
 from brokerlab.driver import CoreDriver, wall_clock_ms
 from brokerlab.ids import CONTROLLER_NODE
-from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.logfmt import EventLog
+from brokerlab.process_main import (
+    OneLineArgumentParser,
+    StartupError,
+    bind_listener,
+    read_config_flags,
+    run_process,
+)
 from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
 from brokerlab.rpc.faults import FaultInjector, add_fault_service
 from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
@@ -46,18 +52,8 @@ SHUTDOWN_GRACE_S = 0.5
 META_PROPERTIES = "meta.properties"
 
 
-class StartupError(Exception):
-    """A problem with the data directory or the listener: one line, exit 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print usage too)
-        sys.stderr.write(f"{PROG}: error: {message}\n")
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=f"python -m {PROG}", description="Run the brokerlab controller.")
+    parser = OneLineArgumentParser(PROG, "Run the brokerlab controller.")
     parser.add_argument("--node-id", type=int, default=0)
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
     parser.add_argument("--data-dir", required=True, help="directory of the metadata journal")
@@ -77,13 +73,7 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 
 def read_config(args: argparse.Namespace) -> dict[str, str]:
-    raw: dict[str, str] = {}
-    if args.config_file:
-        try:
-            raw.update(read_properties(Path(args.config_file).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read --config-file: {exc.strerror}: {args.config_file}") from None
-    raw.update(parse_pairs(args.config))
+    raw = read_config_flags(args.config_file, args.config)
     if args.node_id < 0:
         raise ConfigError(f"--node-id must not be negative, got {args.node_id}")
     parse_endpoint(args.listen)
@@ -117,12 +107,7 @@ async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: Ev
     if args.fault_injection:
         faults = FaultInjector(CONTROLLER_NODE, wall_clock_ms, lambda name, fields: events.emit(name, "warn", **fields))
     server = new_server([faults.interceptor()] if faults is not None else None)
-    try:
-        port = server.add_insecure_port(args.listen)
-    except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {args.listen}: {exc}") from None
-    if port == 0:
-        raise StartupError(f"cannot listen on {args.listen}")
+    port = bind_listener(server, args.listen)
     config = ControllerConfig.from_values(raw_config, node_id=args.node_id, endpoint=(host, port))
     disk = OsDisk(args.data_dir)
     cluster_id = load_cluster_id(disk, args.node_id)
@@ -174,24 +159,8 @@ async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: Ev
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = EventLog(CONTROLLER_NODE, wall_clock_ms)
-    try:
-        raw_config = read_config(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
-    logging.basicConfig(level=logging.INFO, handlers=[LogfmtHandler(events)], force=True)
-    try:
-        return asyncio.run(serve(args, raw_config, events))
-    except KeyboardInterrupt:
-        return 0
-    except StartupError as exc:
-        events.emit("ControllerFailed", "error", error=str(exc))
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 1
-    except Exception as exc:  # one line, no traceback: the cluster runner shows the log tail
-        events.emit("ControllerFailed", "error", error=f"{type(exc).__name__}: {exc}")
-        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {exc}\n")
-        return 1
+    return run_process(PROG, events, "ControllerFailed", lambda: read_config(args),
+                       lambda raw_config: serve(args, raw_config, events))
 
 
 if __name__ == "__main__":

@@ -24,18 +24,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from brokerlab.config import ConfigError, parse_pairs, read_properties
+from brokerlab.config import ConfigError
 from brokerlab.disk import OsDisk
 from brokerlab.driver import CoreDriver, wall_clock_ms
 from brokerlab.ids import broker_node
-from brokerlab.logfmt import EventLog, LogfmtHandler
+from brokerlab.logfmt import EventLog
+from brokerlab.process_main import (
+    OneLineArgumentParser,
+    StartupError,
+    bind_listener,
+    read_config_flags,
+    run_process,
+)
 from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
 from brokerlab.rpc.faults import FaultInjector, add_fault_service
 from brokerlab.rpc.grpc_options import add_health_and_reflection, new_server, set_serving
@@ -53,18 +59,8 @@ PROG = "node"
 SHUTDOWN_GRACE_S = 1.0
 
 
-class StartupError(Exception):
-    """A problem with the listener or the data directory: one line, exit 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        sys.stderr.write(f"{PROG}: error: {message}\n")
-        sys.exit(2)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=f"python -m {PROG}", description="Run one brokerlab broker.")
+    parser = OneLineArgumentParser(PROG, "Run one brokerlab broker.")
     parser.add_argument("--broker-id", type=int, required=True)
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
     parser.add_argument("--advertised-listener", help="HOST:PORT other nodes and clients use (default: --listen)")
@@ -85,13 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> BrokerConfig:
-    raw: dict[str, str] = {}
-    if args.config_file:
-        try:
-            raw.update(read_properties(Path(args.config_file).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read --config-file: {exc.strerror}: {args.config_file}") from None
-    raw.update(parse_pairs(args.config))
+    raw = read_config_flags(args.config_file, args.config)
     if args.broker_id < 0:
         raise ConfigError(f"--broker-id must not be negative, got {args.broker_id}")
     parse_endpoint(args.listen, allow_any_port=True)
@@ -119,12 +109,7 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
     interceptors = [faults.interceptor()] if faults is not None else None
     server = new_server(interceptors)
     listen_host, _ = parse_endpoint(args.listen, allow_any_port=True)
-    try:
-        port = server.add_insecure_port(args.listen)  # bind before touching the logs
-    except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {args.listen}: {exc}") from None
-    if port == 0:
-        raise StartupError(f"cannot listen on {args.listen}")
+    port = bind_listener(server, args.listen)  # before touching the logs
     if args.advertised_listener:
         advertised = parse_endpoint(args.advertised_listener)
     else:
@@ -248,24 +233,8 @@ async def controlled_shutdown(core: BrokerCore, driver: CoreDriver, config: Brok
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = EventLog(broker_node(args.broker_id), wall_clock_ms)
-    try:
-        config = build_config(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 2
-    logging.basicConfig(level=logging.INFO, handlers=[LogfmtHandler(events)], force=True)
-    try:
-        return asyncio.run(serve(args, config, events))
-    except KeyboardInterrupt:
-        return 0
-    except StartupError as exc:
-        events.emit("BrokerFailed", "error", error=str(exc))
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 1
-    except Exception as exc:  # one line, no traceback: the runner shows the log tail
-        events.emit("BrokerFailed", "error", error=f"{type(exc).__name__}: {exc}")
-        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {exc}\n")
-        return 1
+    return run_process(PROG, events, "BrokerFailed", lambda: build_config(args),
+                       lambda config: serve(args, config, events))
 
 
 if __name__ == "__main__":

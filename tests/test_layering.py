@@ -30,6 +30,7 @@ IMPURE = {"socket", "asyncio", "threading", "time", "random", "uuid", "os", "grp
 ADAPTERS = {
     "brokerlab/driver.py": "the asyncio driver that runs a core in a real process",
     "brokerlab/disk.py": "OsDisk, the real implementation of the disk port",
+    "brokerlab/process_main.py": "the main() of python -m node|controller: flags, logfmt, asyncio.run, exit codes",
     "client/producer/producer.py": "the asyncio Producer facade around the sans-IO accumulator/sender",
     "client/consumer/consumer.py": "the asyncio Consumer facade around the sans-IO fetch core",
     "client/consumer/group_runner.py": "the asyncio side of consumer groups (heartbeat timer, poll-path callbacks)",
