@@ -11,6 +11,12 @@ a fresh wire id and its reply is mapped back to the sender's request id and inca
 restarted node (whose request ids start again at 1) never receives a reply meant for its
 previous life.
 
+Slow links (the FaultService's link rules, ``slow_link``): the calls one node makes to another
+get an added delay (plus a uniform jitter) before they leave, and each is lost with a chance (the
+caller then times out, as with a black hole). Like the real rules they act once per call, on
+the request: a rule on node X towards peer P in both directions is ``slow_link(X, P)`` and
+``slow_link(P, X)``.
+
 All randomness comes from one ``random.Random`` handed in by the simulation; draws happen in
 event order, so a seed fixes the whole schedule.
 """
@@ -62,6 +68,20 @@ class NetworkConfig:
             duplicate_rate=rng.choice([0.0, 0.0, 0.01, 0.05]),
             reorder_rate=rng.choice([0.0, 0.0, 0.1, 0.5]),
         )
+
+
+@dataclass(frozen=True)
+class SlowLink:
+    """What the calls over one directed link suffer (brokerlab.faults.LinkFault without drop_all:
+    a cut link is ``SimNetwork.cut``)."""
+
+    delay_ms: int = 0
+    jitter_ms: int = 0  # plus a uniform 0..jitter_ms
+    drop_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.jitter_ms < 0 or not 0.0 <= self.drop_probability <= 1.0:
+            raise ValueError(f"bad slow link {self}: delays must not be negative, drop_probability within 0..1")
 
 
 class Endpoint(Protocol):
@@ -121,6 +141,7 @@ class SimNetwork:
         self._trace = trace
         self.endpoints: dict[str, Endpoint] = {}
         self.cut_links: set[tuple[str, str]] = set()
+        self.slow_links: dict[tuple[str, str], SlowLink] = {}  # (caller, callee) -> rule
         self._calls: dict[int, _Call] = {}
         self._wire_ids = 0
         self._link_tail_ms: dict[tuple[str, str], int] = {}
@@ -162,8 +183,22 @@ class SimNetwork:
             self.cut_links.discard((b, a))
         self._note("net", "LinkRestored", {"src": a, "dst": b, "both_ways": both_ways})
 
+    def slow_link(self, src: str, dst: str, delay_ms: int, jitter_ms: int = 0, drop_probability: float = 0.0) -> None:
+        """From now on every call ``src`` makes to ``dst`` waits ``delay_ms`` (+ jitter) before it
+        leaves, or is lost with ``drop_probability`` (one rule per link: this replaces any)."""
+        self.slow_links[(src, dst)] = SlowLink(delay_ms, jitter_ms, drop_probability)
+        self._note("net", "LinkSlowed", {"src": src, "dst": dst, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
+                                         "drop_probability": drop_probability})
+
+    def clear_slow_link(self, src: str, dst: str) -> None:
+        """Calls from ``src`` to ``dst`` go at the network's own pace again (calls already held back stay so)."""
+        if self.slow_links.pop((src, dst), None) is not None:
+            self._note("net", "LinkSpeedRestored", {"src": src, "dst": dst})
+
     def heal(self) -> None:
+        """Every cut link restored and every slow link cleared."""
         self.cut_links.clear()
+        self.slow_links.clear()
         self._note("net", "NetworkHealed", {})
 
     def is_cut(self, src: str, dst: str) -> bool:
@@ -193,7 +228,24 @@ class SimNetwork:
             return
         call.dst_incarnation = dst.incarnation
         wire = Envelope(request.src, request.dst, request.rpc, request.message, call.wire_id)
+        if self.slow_links and (request.src, request.dst) in self.slow_links:
+            self._hold_back(wire, call, self.slow_links[(request.src, request.dst)])
+            return
         self._transmit(wire, call.dst_incarnation)
+
+    def _hold_back(self, wire: Envelope, call: _Call, slow: SlowLink) -> None:
+        """A request over a slow link: lost (its call times out at the deadline), or sent late."""
+        if slow.drop_probability and self.random.random() < slow.drop_probability:
+            self.stats["slow_lost"] = self.stats.get("slow_lost", 0) + 1
+            self._note_drop(wire, "slow link lost it")
+            return
+        delay_ms = slow.delay_ms + (self.random.randint(0, slow.jitter_ms) if slow.jitter_ms else 0)
+        self.stats["slowed"] = self.stats.get("slowed", 0) + 1
+        self.scheduler.after(delay_ms, self._send_late, wire, call, label=f"slow {wire.rpc}")
+
+    def _send_late(self, wire: Envelope, call: _Call) -> None:
+        if not call.done:  # else the call already ended (deadline, either side down)
+            self._transmit(wire, call.dst_incarnation)
 
     def _send_reply(self, reply: Envelope) -> None:
         call = self._calls.get(reply.request_id)
