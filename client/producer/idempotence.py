@@ -168,7 +168,10 @@ class IdempotenceManager:
         """The batch goes into a request now: number it if new (before its bytes are built)."""
         ps = self.partition(batch.tp)
         if batch.base_sequence < 0:
-            batch.set_producer_state(self.producer_id, self.producer_epoch, ps.next_sequence)
+            # The partition's identity, not the producer's: another partition's reset may have
+            # bumped the epoch between this batch's may_send and now (one drain checks every
+            # partition first, then builds). The partition finishes its old identity in order.
+            batch.set_producer_state(ps.producer_id, ps.producer_epoch, ps.next_sequence)
             ps.next_sequence = (ps.next_sequence + batch.record_count) % SEQUENCE_MODULUS
             ps.unacked.append(batch)
             batch.add_done_callback(self._on_done)

@@ -240,6 +240,29 @@ def test_other_partitions_finish_in_the_old_epoch_then_start_again_at_0() -> Non
     assert stamped(t1_next, T1) == [(5, 1, 0, 1)]
 
 
+def test_a_bump_for_another_partition_during_one_drain_does_not_renumber_a_new_batch() -> None:
+    """One drain checks every partition's head, then numbers the batches it takes. When T1's
+    reset bumps the epoch in between, T0's new batch keeps T0's identity (epoch 0, next
+    sequence) -- numbered as epoch 1 / sequence 1 it would be refused forever (found by the
+    Hypothesis state machine: the last record of a partition never written)."""
+    stamps = set()
+    for drain_start in (0, 1):
+        p = Producer_(max_in_flight_per_broker=5)
+        p.init()
+        p.send(T0)
+        [r0] = p.tick()
+        p.answer(r0, base_offset=0)
+        p.send(T1)
+        [r1] = p.tick()
+        p.answer(r1, code=ErrorCode.UNKNOWN_PRODUCER_ID, tp=T1)  # T1 will bump the epoch
+        p.send(T0)
+        p.acc._drain_start = drain_start
+        [t0] = [r for r in p.tick() if r.dst == "broker-1"]
+        stamps.add(stamped(t0)[0])
+    # T0 checked first: old identity, next sequence; T1 first: renumbered from 0 under epoch 1.
+    assert stamps == {(5, 0, 1, 1), (5, 1, 0, 1)}
+
+
 def test_a_batch_expiring_after_it_was_sent_resets_the_sequences() -> None:
     p = Producer_(delivery_timeout_ms=4_000)
     p.init()
