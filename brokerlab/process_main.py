@@ -1,5 +1,6 @@
 """What ``python -m node`` and ``python -m controller`` share around their ``serve`` coroutine:
-argument errors in one line, logfmt logging, and the exit codes.
+argument errors in one line, the configuration flags, binding the listener, stopping on
+SIGTERM/SIGINT, logfmt logging, and the exit codes.
 
 Exit codes: 2 for bad flags or configuration (one line on stderr, nothing started); 1 for any
 other start-up or run failure (a ``<Node>Failed`` logfmt event, then one line on stderr, no
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Awaitable, Callable, NoReturn, Protocol, TypeVar
@@ -65,6 +67,22 @@ def bind_listener(server: Server, listen: str) -> int:
     if port == 0:
         raise StartupError(f"cannot listen on {listen}")
     return port
+
+
+def stop_on_signals() -> tuple[asyncio.Event, list[str]]:
+    """An event that each SIGTERM or SIGINT sets (on the running loop), and the names of the
+    signals received so far, oldest first."""
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop, received
 
 
 def run_process(

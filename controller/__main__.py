@@ -18,10 +18,8 @@ to calls into the controller (it makes none) and its clock skew to the core's cl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import random
-import signal
 import sys
 import uuid
 from pathlib import Path
@@ -37,6 +35,7 @@ from brokerlab.process_main import (
     bind_listener,
     read_config_flags,
     run_process,
+    stop_on_signals,
 )
 from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
 from brokerlab.rpc.faults import FaultInjector, add_fault_service
@@ -101,7 +100,6 @@ async def _no_transport(envelope: Envelope) -> Envelope:
 
 
 async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: EventLog) -> int:
-    loop = asyncio.get_running_loop()
     host, _ = parse_endpoint(args.listen)
     faults = None
     if args.fault_injection:
@@ -136,15 +134,7 @@ async def serve(args: argparse.Namespace, raw_config: dict[str, str], events: Ev
         seed=args.seed,
     )
 
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(signum: signal.Signals) -> None:
-        received.append(signum.name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop, received = stop_on_signals()
     await stop.wait()
 
     events.emit("ControllerStopping", signal=received[0])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import uuid
 from dataclasses import replace
@@ -41,6 +40,7 @@ from brokerlab.process_main import (
     bind_listener,
     read_config_flags,
     run_process,
+    stop_on_signals,
 )
 from brokerlab.rpc.faults import SERVICE_NAME as FAULT_SERVICE_NAME
 from brokerlab.rpc.faults import FaultInjector, add_fault_service
@@ -180,15 +180,7 @@ async def serve(args: argparse.Namespace, config: BrokerConfig, events: EventLog
                 controller=args.controller, data_dir=config.log_dirs, rack=args.rack, incarnation_id=incarnation_id,
                 **extra)
 
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(signum: signal.Signals) -> None:
-        received.append(signum.name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop, received = stop_on_signals()
     driver.start()
     await stop.wait()
 
