@@ -198,6 +198,15 @@ def _move(group: Group, state: GroupState, now_ms: int | None = None) -> None:
             group.state_timestamp_ms = now_ms
 
 
+def _set_join_deadline(group: Group, join_deadline_ms: int | None, initial_delay_active: bool,
+                       initial_delay_limit_ms: int) -> None:
+    """When the join phase ends (None: no join phase), and whether a new group's initial delay
+    (group.initial.rebalance.delay.ms, extended by each joiner up to its limit) is running."""
+    group.join_deadline_ms = join_deadline_ms
+    group.initial_delay_active = initial_delay_active
+    group.initial_delay_limit_ms = initial_delay_limit_ms
+
+
 def replay(groups: dict[str, Group], record: GroupRecord) -> None:
     """Apply one record to the groups of a __consumer_offsets partition."""
     handler = _REPLAY.get(type(record))
@@ -270,26 +279,20 @@ def _replay_rebalance_prepared(groups: dict[str, Group], rec: RebalancePrepared)
     _move(group, GroupState.PREPARING_REBALANCE, rec.now_ms)
     group.pending_sync.clear()
     group.sync_deadline_ms = None
-    group.join_deadline_ms = rec.join_deadline_ms
-    group.initial_delay_active = rec.initial_delay_active
-    group.initial_delay_limit_ms = rec.initial_delay_limit_ms
+    _set_join_deadline(group, rec.join_deadline_ms, rec.initial_delay_active, rec.initial_delay_limit_ms)
     group.current_rebalance = RebalanceSummary(group.generation_id + 1, rec.cause, rec.member_id, rec.detail,
                                                rec.now_ms)
 
 
 def _replay_join_deadline_extended(groups: dict[str, Group], rec: JoinDeadlineExtended) -> None:
     group = groups[rec.group_id]
-    group.join_deadline_ms = rec.join_deadline_ms
-    group.initial_delay_active = rec.initial_delay_active
-    group.initial_delay_limit_ms = rec.initial_delay_limit_ms
+    _set_join_deadline(group, rec.join_deadline_ms, rec.initial_delay_active, rec.initial_delay_limit_ms)
 
 
 def _replay_join_completed(groups: dict[str, Group], rec: JoinCompleted) -> None:
     group = groups[rec.group_id]
     group.generation_id = rec.generation_id
-    group.join_deadline_ms = None
-    group.initial_delay_active = False
-    group.initial_delay_limit_ms = 0
+    _set_join_deadline(group, None, False, 0)
     if group.current_rebalance is not None:
         group.current_rebalance = replace(group.current_rebalance, generation_id=rec.generation_id)
     if not group.members:
@@ -331,9 +334,7 @@ def _replay_group_metadata(groups: dict[str, Group], rec: GroupMetadataRecord) -
     group.leader_id = rec.leader_id
     group.members = {spec.member_id: _member(spec) for spec in rec.members}
     group.static_members = {m.group_instance_id: m.member_id for m in rec.members if m.group_instance_id}
-    group.join_deadline_ms = None
-    group.initial_delay_active = False
-    group.initial_delay_limit_ms = 0
+    _set_join_deadline(group, None, False, 0)
     group.current_rebalance = None
     group.rebalances = list(rec.rebalances)
     group.owners = owners_of(rec.protocol_type, {m.member_id: m.assignment for m in rec.members})
@@ -453,21 +454,21 @@ def summary_from_proto(proto: group_pb2.RebalanceSummary) -> RebalanceSummary:
     )
 
 
+def _offset_commit_key(group_id: str, tp: TopicPartition) -> group_pb2.GroupRecordKey:
+    return group_pb2.GroupRecordKey(offset_commit=group_pb2.OffsetCommitKey(
+        group_id=group_id, topic=tp.topic, partition=tp.partition))
+
+
 def encode_key_value(record: GroupRecord) -> tuple[bytes, bytes | None]:
     """The (key, value) of a durable record; value None is a tombstone."""
     if isinstance(record, OffsetCommitRecord):
-        tp = record.topic_partition
-        key = group_pb2.GroupRecordKey(offset_commit=group_pb2.OffsetCommitKey(
-            group_id=record.group_id, topic=tp.topic, partition=tp.partition))
+        key = _offset_commit_key(record.group_id, record.topic_partition)
         offset = record.offset
         value = group_pb2.OffsetCommitValue(committed_offset=offset.offset, committed_leader_epoch=offset.leader_epoch,
                                             metadata=offset.metadata, commit_timestamp_ms=offset.commit_timestamp_ms)
         return key.SerializeToString(), value.SerializeToString()
     if isinstance(record, OffsetTombstone):
-        tp = record.topic_partition
-        key = group_pb2.GroupRecordKey(offset_commit=group_pb2.OffsetCommitKey(
-            group_id=record.group_id, topic=tp.topic, partition=tp.partition))
-        return key.SerializeToString(), None
+        return _offset_commit_key(record.group_id, record.topic_partition).SerializeToString(), None
     key = group_pb2.GroupRecordKey(group_metadata=group_pb2.GroupMetadataKey(group_id=record.group_id))
     if isinstance(record, GroupTombstone):
         return key.SerializeToString(), None
