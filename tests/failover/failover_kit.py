@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -33,6 +34,9 @@ FAILOVER_CONFIG = {
 }
 SESSION_TIMEOUT_S = 1.0
 CALL_TIMEOUT_S = 2.0
+# Paused this long, followers have no fetch waiting on the leader: longer than their long-poll
+# (replica.fetch.wait.max.ms 200), shorter than a session timeout (broker.session.timeout.ms 1000).
+FOLLOWER_PAUSE_S = 0.45
 
 
 # ---- faults ---------------------------------------------------------------------------------------
@@ -219,3 +223,68 @@ async def read_back(history: History, bootstrap: list[str], topic: str, partitio
             records = await consumer.poll(timeout_ms=200)
             if records:
                 history.record_poll(process, records)
+
+
+# ---- one topic on its own cluster ----------------------------------------------------------------
+
+
+@dataclass
+class FailoverTopic:
+    """A fresh FAILOVER_CONFIG cluster with one topic (replication factor 3, min ISR 2), the
+    leader of its partition 0 when the test starts (``old_leader``), the other brokers
+    (``followers``) and the History the clients record into."""
+
+    cluster: RunningCluster
+    topic: str
+    partitions: int
+    bootstrap: list[str]
+    old_leader: int
+    followers: list[int]
+    history: History
+
+    @classmethod
+    def create(cls, cluster_factory: Callable[..., RunningCluster], topic: str, partitions: int = 1) -> "FailoverTopic":
+        cluster = cluster_factory(config=FAILOVER_CONFIG)
+        cluster.create_topic(topic, partitions=partitions, replication_factor=3, configs={"min.insync.replicas": "2"})
+        old_leader = cluster.leader_of(topic, 0)
+        followers = [b.id for b in cluster.brokers if b.id != old_leader]
+        return cls(cluster, topic, partitions, cluster.local.bootstrap_servers(), old_leader, followers, History())
+
+    def writer(self, process: str, **settings: Any) -> Writer:
+        return Writer(self.history, process, self.bootstrap, self.topic, **settings)
+
+    async def wait_in_sync(self) -> None:
+        """Until the old leader and the followers hold the same log of partition 0."""
+        await asyncio.to_thread(wait_in_sync, self.cluster, self.topic, 0, [self.old_leader, *self.followers])
+
+    async def leader_writes_alone(self, tail: Writer, count: int) -> None:
+        """Pause the followers past their fetch long-poll, then have ``tail`` (acks=1) write
+        ``count`` records that only the leader holds. The followers stay paused (``resume_followers``)."""
+        acked = tail.acked()
+        for follower in self.followers:
+            pause(self.cluster, follower)
+        await asyncio.sleep(FOLLOWER_PAUSE_S)  # their last long-poll fetches get answered meanwhile
+        await tail.send(count)
+        await tail.wait_acked(acked + count, timeout_s=5)
+
+    def resume_followers(self) -> None:
+        for follower in self.followers:
+            resume(self.cluster, follower)
+
+    async def new_leader_among_followers(self) -> broker_pb2.PartitionMetadata:
+        return await wait_async(
+            lambda: (p := partition_state(self.cluster, self.topic, 0, self.followers))
+            and p.leader_id in self.followers and p,
+            10, "a new leader elected among the followers")
+
+    async def old_leader_back_in_isr(self, timeout_s: float) -> None:
+        await wait_async(lambda: self.old_leader in partition_state(self.cluster, self.topic, 0, self.followers).isr,
+                         timeout_s, f"broker-{self.old_leader} back in the ISR")
+
+    async def read_back(self) -> None:
+        """Read every partition from its start to its high watermark into the history."""
+        await read_back(self.history, self.bootstrap, self.topic, range(self.partitions))
+
+    def old_leader_truncated(self) -> int:
+        """Records the old leader's LogTruncated lines removed from partition 0."""
+        return records_truncated(self.cluster, self.old_leader, self.topic, 0)

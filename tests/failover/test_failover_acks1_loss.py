@@ -12,70 +12,44 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from failover_kit import (
-    FAILOVER_CONFIG,
-    Writer,
-    events,
-    partition_state,
-    pause,
-    read_back,
-    records_truncated,
-    resume,
-    wait_async,
-    wait_in_sync,
-)
+from failover_kit import FailoverTopic, events
 
 from lab.checker import check
-from lab.history import History
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 TOPIC = "fast-and-loose"
 TAIL = 25
-FOLLOWER_PAUSE_S = 0.45  # > replica.fetch.wait.max.ms (200), < broker.session.timeout.ms (1000)
 
 
 def test_acks_1_loses_exactly_what_the_ex_leader_truncates(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=1, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
-    old_leader = cluster.leader_of(TOPIC, 0)
-    followers = [b.id for b in cluster.brokers if b.id != old_leader]
-    history = History()
+    setup = FailoverTopic.create(cluster_factory, TOPIC)
+    cluster, old_leader, history = setup.cluster, setup.old_leader, setup.history
 
     async def scenario() -> None:
-        before = Writer(history, "before", bootstrap, TOPIC, acks="1")
-        tail = Writer(history, "tail", bootstrap, TOPIC, acks="1", linger_ms=0)
-        after = Writer(history, "after", bootstrap, TOPIC, acks="1")
+        before = setup.writer("before", acks="1")
+        tail = setup.writer("tail", acks="1", linger_ms=0)
+        after = setup.writer("after", acks="1")
         try:
             await before.send(100)
             await before.wait_acked(100)
-            await asyncio.to_thread(wait_in_sync, cluster, TOPIC, 0, [old_leader, *followers])
-            for follower in followers:
-                pause(cluster, follower)
-            await asyncio.sleep(FOLLOWER_PAUSE_S)  # their last long-poll fetches get answered meanwhile
-            await tail.send(TAIL)
-            await tail.wait_acked(TAIL, timeout_s=5)
+            await setup.wait_in_sync()
+            await setup.leader_writes_alone(tail, TAIL)
             await asyncio.to_thread(cluster.kill, old_leader)
-            for follower in followers:
-                resume(cluster, follower)
-            await wait_async(
-                lambda: (p := partition_state(cluster, TOPIC, 0, followers)) and p.leader_id in followers,
-                10, "a new leader elected among the followers")
+            setup.resume_followers()
+            await setup.new_leader_among_followers()
             await after.send(50)
             await after.wait_acked(50)
             await asyncio.to_thread(cluster.restart, old_leader)
-            await wait_async(lambda: old_leader in partition_state(cluster, TOPIC, 0, followers).isr,
-                             20, f"broker-{old_leader} back in the ISR")
+            await setup.old_leader_back_in_isr(20)
         finally:
-            for follower in followers:
-                resume(cluster, follower)
+            setup.resume_followers()
             for writer in (before, tail, after):
                 await writer.stop()
-        await asyncio.to_thread(wait_in_sync, cluster, TOPIC, 0, [old_leader, *followers])
-        await read_back(history, bootstrap, TOPIC, [0])
+        await setup.wait_in_sync()
+        await setup.read_back()
 
     asyncio.run(scenario())
-    removed = records_truncated(cluster, old_leader, TOPIC, 0)
+    removed = setup.old_leader_truncated()
     result = check(history, allowed={"lost-write", "unseen"}, contiguous=True)
     assert result.valid, result.explain()
     lost = result.anomalies["lost-write"]

@@ -10,12 +10,12 @@ leadership before the broker goes, instead of the controller noticing it is gone
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, Callable
 
 import pytest
-from failover_kit import FAILOVER_CONFIG, SESSION_TIMEOUT_S, Writer, partition_state, read_back, wait_async
+from failover_kit import SESSION_TIMEOUT_S, FailoverTopic, Writer, partition_state, wait_async
 
 from lab.checker import check
-from lab.history import History
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 TOPIC = "bounced"
@@ -49,28 +49,32 @@ async def _bounce(cluster, writer: Writer, broker_id: int, kill: bool) -> tuple[
     return started, writer.history.now_ms()
 
 
+async def _under_load(setup: FailoverTopic, steps: Callable[[Writer], Awaitable[None]]) -> None:
+    """``steps(writer)`` while a steady acks=all writer (one request in flight) covers every
+    partition; then the whole topic read back."""
+    writer = setup.writer("writer", partitions=range(PARTITIONS), interval_ms=3,
+                          max_in_flight_requests_per_connection=1).start()
+    try:
+        await writer.wait_acked(50)
+        await steps(writer)
+    finally:
+        await writer.stop()
+    await setup.read_back()
+
+
 def test_hard_bounces_of_the_leader_lose_nothing(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
+    setup = FailoverTopic.create(cluster_factory, TOPIC, partitions=PARTITIONS)
+    cluster, history = setup.cluster, setup.history
     everyone = [b.id for b in cluster.brokers]
-    history = History()
     victims = []
 
-    async def scenario() -> None:
-        writer = Writer(history, "writer", bootstrap, TOPIC, partitions=range(PARTITIONS), interval_ms=3,
-                        max_in_flight_requests_per_connection=1).start()
-        try:
-            await writer.wait_acked(50)
-            for _ in range(BOUNCES):
-                victim = partition_state(cluster, TOPIC, 0, everyone).leader_id
-                victims.append(victim)
-                await _bounce(cluster, writer, victim, kill=True)
-        finally:
-            await writer.stop()
-        await read_back(history, bootstrap, TOPIC, range(PARTITIONS))
+    async def bounce_leaders(writer: Writer) -> None:
+        for _ in range(BOUNCES):
+            victim = partition_state(cluster, TOPIC, 0, everyone).leader_id
+            victims.append(victim)
+            await _bounce(cluster, writer, victim, kill=True)
 
-    asyncio.run(scenario())
+    asyncio.run(_under_load(setup, bounce_leaders))
     result = check(history, allowed={"duplicate"}, contiguous=True)
     assert result.valid, result.explain()
     assert result.count("unseen") == 0 and result.stats["failed"] == 0
@@ -79,28 +83,19 @@ def test_hard_bounces_of_the_leader_lose_nothing(cluster_factory) -> None:
 
 
 def test_clean_bounces_and_a_rolling_restart_fail_no_produce(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
+    setup = FailoverTopic.create(cluster_factory, TOPIC, partitions=PARTITIONS)
+    cluster, history = setup.cluster, setup.history
     everyone = [b.id for b in cluster.brokers]
-    history = History()
     steps: list[tuple[str, int, float, float]] = []
 
-    async def scenario() -> None:
-        writer = Writer(history, "writer", bootstrap, TOPIC, partitions=range(PARTITIONS), interval_ms=3,
-                        max_in_flight_requests_per_connection=1).start()
-        try:
-            await writer.wait_acked(50)
-            for _ in range(BOUNCES):
-                victim = partition_state(cluster, TOPIC, 0, everyone).leader_id
-                steps.append(("leader", victim, *await _bounce(cluster, writer, victim, kill=False)))
-            for broker_id in everyone:
-                steps.append(("rolling", broker_id, *await _bounce(cluster, writer, broker_id, kill=False)))
-        finally:
-            await writer.stop()
-        await read_back(history, bootstrap, TOPIC, range(PARTITIONS))
+    async def bounce_leaders_then_roll(writer: Writer) -> None:
+        for _ in range(BOUNCES):
+            victim = partition_state(cluster, TOPIC, 0, everyone).leader_id
+            steps.append(("leader", victim, *await _bounce(cluster, writer, victim, kill=False)))
+        for broker_id in everyone:
+            steps.append(("rolling", broker_id, *await _bounce(cluster, writer, broker_id, kill=False)))
 
-    asyncio.run(scenario())
+    asyncio.run(_under_load(setup, bounce_leaders_then_roll))
     result = check(history, allowed={"duplicate"}, contiguous=True)
     assert result.valid, result.explain()
     report = [(kind, broker, len(history.failed_between(start, end)),

@@ -10,29 +10,24 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from failover_kit import FAILOVER_CONFIG, LiveReader, Writer, events, partition_state, read_back, wait_async
+from failover_kit import FailoverTopic, LiveReader, events, partition_state, wait_async
 
 from lab.checker import check
-from lab.history import History
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 TOPIC = "orders"
 
 
 def test_kill_9_of_the_leader_under_acks_all_loses_nothing(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=3, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
-    victim = cluster.leader_of(TOPIC, 0)
-    others = [b.id for b in cluster.brokers if b.id != victim]
-    history = History()
+    setup = FailoverTopic.create(cluster_factory, TOPIC, partitions=3)
+    cluster, victim, others, history = setup.cluster, setup.old_leader, setup.followers, setup.history
 
     async def scenario() -> None:
         # A consumer reads along the whole time: its position must survive the leader change
         # (no poll-skip, no nonmonotonic-poll).
-        reader = LiveReader(history, "live-reader", bootstrap, TOPIC, partitions=(0, 1, 2)).start()
-        writer = Writer(history, "writer", bootstrap, TOPIC, partitions=(0, 1, 2), interval_ms=2,
-                        max_in_flight_requests_per_connection=1).start()
+        reader = LiveReader(history, "live-reader", setup.bootstrap, TOPIC, partitions=(0, 1, 2)).start()
+        writer = setup.writer("writer", partitions=(0, 1, 2), interval_ms=2,
+                              max_in_flight_requests_per_connection=1).start()
         try:
             await writer.wait_acked(150)
             before = partition_state(cluster, TOPIC, 0, others)
@@ -49,7 +44,7 @@ def test_kill_9_of_the_leader_under_acks_all_loses_nothing(cluster_factory) -> N
             await writer.wait_acked(writer.acked() + 100)
         finally:
             await writer.stop()
-        await read_back(history, bootstrap, TOPIC, range(3))
+        await setup.read_back()
         await reader.stop()
         live = {v for p in history.polls if p.process == "live-reader" for (_, _, _, v) in p.records}
         assert len(live) >= writer.acked() - 100, "the live reader fell behind after the leader change"

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from failover_kit import FAILOVER_CONFIG, Writer, partition_state, read_back, wait_async
+from failover_kit import FailoverTopic, partition_state, wait_async
 
 from brokerlab.errors import ErrorCode
 from lab.checker import check
-from lab.history import History
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 TOPIC = "durable"
@@ -19,19 +18,14 @@ REFUSED = 10
 
 
 def test_acks_all_is_refused_below_min_isr_and_resumes_when_a_replica_returns(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=1, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
-    leader = cluster.leader_of(TOPIC, 0)
-    followers = [b.id for b in cluster.brokers if b.id != leader]
-    history = History()
+    setup = FailoverTopic.create(cluster_factory, TOPIC)
+    cluster, leader, followers, history = setup.cluster, setup.old_leader, setup.followers, setup.history
 
     async def scenario() -> None:
-        before = Writer(history, "before", bootstrap, TOPIC)
-        refused = Writer(history, "refused", bootstrap, TOPIC, delivery_timeout_ms=2_500,
-                         request_timeout_ms=2_000, retry_backoff_ms=50)
-        acks_one = Writer(history, "acks-1", bootstrap, TOPIC, acks="1")
-        after = Writer(history, "after", bootstrap, TOPIC)
+        before = setup.writer("before")
+        refused = setup.writer("refused", delivery_timeout_ms=2_500, request_timeout_ms=2_000, retry_backoff_ms=50)
+        acks_one = setup.writer("acks-1", acks="1")
+        after = setup.writer("after")
         try:
             await before.send(50)
             await before.wait_acked(50)
@@ -52,7 +46,7 @@ def test_acks_all_is_refused_below_min_isr_and_resumes_when_a_replica_returns(cl
         finally:
             for writer in (before, refused, acks_one, after):
                 await writer.stop()
-        await read_back(history, bootstrap, TOPIC, [0])
+        await setup.read_back()
 
     asyncio.run(scenario())
     result = check(history, contiguous=True)

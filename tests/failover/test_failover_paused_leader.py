@@ -14,79 +14,52 @@ import asyncio
 import time
 
 import pytest
-from failover_kit import (
-    FAILOVER_CONFIG,
-    SESSION_TIMEOUT_S,
-    LiveReader,
-    Writer,
-    events,
-    partition_state,
-    pause,
-    read_back,
-    records_truncated,
-    resume,
-    wait_async,
-    wait_in_sync,
-)
+from failover_kit import SESSION_TIMEOUT_S, FailoverTopic, LiveReader, events, pause, resume, wait_async
 
 from lab.checker import check
-from lab.history import History
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(90)]
 TOPIC = "zombie"
 TAIL = 20  # records the paused-soon leader writes alone
-FOLLOWER_PAUSE_S = 0.45  # > replica.fetch.wait.max.ms (200), < broker.session.timeout.ms (1000)
 
 
 def test_a_paused_leader_is_fenced_truncates_its_tail_and_rejoins(cluster_factory) -> None:
-    cluster = cluster_factory(config=FAILOVER_CONFIG)
-    cluster.create_topic(TOPIC, partitions=1, replication_factor=3, configs={"min.insync.replicas": "2"})
-    bootstrap = cluster.local.bootstrap_servers()
-    old_leader = cluster.leader_of(TOPIC, 0)
-    followers = [b.id for b in cluster.brokers if b.id != old_leader]
-    history = History()
+    setup = FailoverTopic.create(cluster_factory, TOPIC)
+    cluster, old_leader, history = setup.cluster, setup.old_leader, setup.history
 
     async def scenario() -> None:
-        reader = LiveReader(history, "live-reader", bootstrap, TOPIC).start()
-        writer = Writer(history, "writer", bootstrap, TOPIC, interval_ms=5, request_timeout_ms=3_000,
-                        max_in_flight_requests_per_connection=1)
-        tail = Writer(history, "tail", bootstrap, TOPIC, acks="1", linger_ms=0)
+        reader = LiveReader(history, "live-reader", setup.bootstrap, TOPIC).start()
+        writer = setup.writer("writer", interval_ms=5, request_timeout_ms=3_000,
+                              max_in_flight_requests_per_connection=1)
+        tail = setup.writer("tail", acks="1", linger_ms=0)
         try:
             await writer.send(100)
             await writer.wait_acked(100)
             await tail.send(1)  # connected and metadata known before the clock starts
             await tail.wait_acked(1)
-            await asyncio.to_thread(wait_in_sync, cluster, TOPIC, 0, [old_leader, *followers])
+            await setup.wait_in_sync()
             writer.start()
-            for follower in followers:
-                pause(cluster, follower)
-            await asyncio.sleep(FOLLOWER_PAUSE_S)  # their last long-poll fetches get answered meanwhile
-            await tail.send(TAIL)
-            await tail.wait_acked(TAIL + 1, timeout_s=5)
+            await setup.leader_writes_alone(tail, TAIL)
             pause(cluster, old_leader)
-            for follower in followers:
-                resume(cluster, follower)
+            setup.resume_followers()
             paused_at = time.monotonic()
-            state = await wait_async(
-                lambda: (p := partition_state(cluster, TOPIC, 0, followers)) and p.leader_id in followers and p,
-                10, "a new leader elected among the followers")
+            state = await setup.new_leader_among_followers()
             assert time.monotonic() - paused_at >= SESSION_TIMEOUT_S * 0.5
             acked = writer.acked()
             await writer.wait_acked(acked + 50)  # the new leader takes acks=all writes
             resume(cluster, old_leader)
             await wait_async(lambda: events(cluster, old_leader, "LogTruncated", topic=TOPIC, partition=0),
                              15, f"broker-{old_leader} to truncate its tail")
-            await wait_async(lambda: old_leader in partition_state(cluster, TOPIC, 0, followers).isr,
-                             15, f"broker-{old_leader} back in the ISR")
+            await setup.old_leader_back_in_isr(15)
             await writer.wait_acked(writer.acked() + 50)
             assert state.leader_epoch >= 1
         finally:
-            for broker in [old_leader, *followers]:
+            for broker in [old_leader, *setup.followers]:
                 resume(cluster, broker)  # never leave a stopped process behind
             await writer.stop()
             await tail.stop()
-        await asyncio.to_thread(wait_in_sync, cluster, TOPIC, 0, [old_leader, *followers])
-        await read_back(history, bootstrap, TOPIC, [0])
+        await setup.wait_in_sync()
+        await setup.read_back()
         await reader.stop()
 
     asyncio.run(scenario())
@@ -100,7 +73,7 @@ def test_a_paused_leader_is_fenced_truncates_its_tail_and_rejoins(cluster_factor
     lost = {case["value"] for case in result.anomalies["lost-write"]}
     assert lost == {v.decode() for v in tail_values - {first.value}}, result.explain()
     assert result.count("unseen") == result.count("lost-write")
-    removed = records_truncated(cluster, old_leader, TOPIC, 0)
+    removed = setup.old_leader_truncated()
     assert removed >= TAIL, f"broker-{old_leader} truncated {removed} records, expected its {TAIL}-record tail"
     assert events(cluster, "controller", "BrokerFenced", broker_id=old_leader)
     assert events(cluster, old_leader, "BecameFollower", topic=TOPIC, partition=0)
