@@ -20,10 +20,10 @@ from node.log.manager import LogManager
 ENDPOINT = ("127.0.0.1", 9001)
 
 
-def register_record(broker_id: int, epoch: int, fenced: bool = True) -> metadata_pb2.MetadataRecord:
+def register_record(broker_id: int, epoch: int, fenced: bool = True, rack: str = "") -> metadata_pb2.MetadataRecord:
     return metadata_pb2.MetadataRecord(register_broker=metadata_pb2.RegisterBrokerRecord(
         broker_id=broker_id, broker_epoch=epoch, fenced=fenced,
-        endpoint=common_pb2.Endpoint(host="127.0.0.1", port=9000 + broker_id)))
+        endpoint=common_pb2.Endpoint(host="127.0.0.1", port=9000 + broker_id), rack=rack))
 
 
 def unfence_record(broker_id: int, epoch: int) -> metadata_pb2.MetadataRecord:

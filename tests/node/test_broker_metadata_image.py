@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
+from broker_harness import fence_record, register_record, remove_topic_record, topic_record, unfence_record
+
 from brokerlab.errors import ErrorCode
 from brokerlab.ids import TopicPartition
-from brokerlab.v1 import common_pb2, metadata_pb2
+from brokerlab.v1 import metadata_pb2
 from node.metadata_image import MetadataImage
 
 
 def register(broker_id: int, epoch: int, fenced: bool = True) -> metadata_pb2.MetadataRecord:
-    return metadata_pb2.MetadataRecord(register_broker=metadata_pb2.RegisterBrokerRecord(
-        broker_id=broker_id, broker_epoch=epoch, fenced=fenced,
-        endpoint=common_pb2.Endpoint(host="127.0.0.1", port=9000 + broker_id), rack=f"r{broker_id}"))
-
-
-def unfence(broker_id: int, epoch: int) -> metadata_pb2.MetadataRecord:
-    return metadata_pb2.MetadataRecord(unfence_broker=metadata_pb2.UnfenceBrokerRecord(broker_id=broker_id, broker_epoch=epoch))
-
-
-def fence(broker_id: int, epoch: int) -> metadata_pb2.MetadataRecord:
-    return metadata_pb2.MetadataRecord(fence_broker=metadata_pb2.FenceBrokerRecord(broker_id=broker_id, broker_epoch=epoch))
-
-
-def topic(name: str, topic_id: str, **configs: str) -> metadata_pb2.MetadataRecord:
-    return metadata_pb2.MetadataRecord(topic=metadata_pb2.TopicRecord(
-        name=name, topic_id=topic_id, configs=[metadata_pb2.TopicConfig(name=k, value=v) for k, v in configs.items()]))
+    return register_record(broker_id, epoch, fenced, rack=f"r{broker_id}")
 
 
 def partition(topic_id: str, index: int, replicas: list[int], leader: int, epoch: int = 0) -> metadata_pb2.MetadataRecord:
@@ -38,15 +25,12 @@ def change(topic_id: str, index: int, **fields) -> metadata_pb2.MetadataRecord:
         topic_id=topic_id, partition=index, **fields))
 
 
-def remove(topic_id: str) -> metadata_pb2.MetadataRecord:
-    return metadata_pb2.MetadataRecord(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic_id))
-
-
 def cluster() -> MetadataImage:
     image = MetadataImage()
     for record in [
-        register(1, 10), register(2, 11), register(3, 12), unfence(1, 10), unfence(2, 11), unfence(3, 12),
-        topic("orders", "T1", **{"retention.ms": "1000"}),
+        register(1, 10), register(2, 11), register(3, 12),
+        unfence_record(1, 10), unfence_record(2, 11), unfence_record(3, 12),
+        topic_record("orders", "T1", **{"retention.ms": "1000"}),
         partition("T1", 0, [1, 2, 3], 1), partition("T1", 1, [2, 3, 1], 2),
     ]:
         image.replay(record)
@@ -72,7 +56,7 @@ def test_explicit_offsets_are_kept() -> None:
     image = MetadataImage()
     image.replay(register(1, 5), offset=41)
     assert image.last_applied_offset == 41
-    image.replay(unfence(1, 5))
+    image.replay(unfence_record(1, 5))
     assert image.last_applied_offset == 42
 
 
@@ -94,33 +78,33 @@ def test_partition_change_uses_stated_epochs_or_bumps_them() -> None:
 
 def test_fencing_respects_the_broker_epoch() -> None:
     image = cluster()
-    image.replay(fence(1, 9))  # an older registration: ignored
+    image.replay(fence_record(1, 9))  # an older registration: ignored
     assert not image.broker(1).fenced
-    image.replay(fence(1, 10))
+    image.replay(fence_record(1, 10))
     assert image.broker(1).fenced
     image.replay(register(1, 20, fenced=True))
-    image.replay(unfence(1, 10))  # stale
+    image.replay(unfence_record(1, 10))  # stale
     assert image.broker(1).fenced
-    image.replay(unfence(1, 20))
+    image.replay(unfence_record(1, 20))
     assert not image.broker(1).fenced
 
 
 def test_remove_topic_and_records_about_unknown_things_are_ignored() -> None:
     image = cluster()
-    image.replay(remove("T1"))
+    image.replay(remove_topic_record("T1"))
     assert image.topic("orders") is None and image.topic_by_id("T1") is None
     assert image.partitions() == []
     image.replay(partition("T1", 0, [1], 1))
     image.replay(change("T9", 0, leader_id=1, leader_changed=True))
-    image.replay(fence(7, 1))
+    image.replay(fence_record(7, 1))
     image.replay(metadata_pb2.MetadataRecord())
     assert image.partitions() == [] and image.last_applied_offset == 13
 
 
 def test_recreated_topic_name_gets_the_new_id() -> None:
     image = cluster()
-    image.replay(remove("T1"))
-    image.replay(topic("orders", "T2"))
+    image.replay(remove_topic_record("T1"))
+    image.replay(topic_record("orders", "T2"))
     image.replay(partition("T2", 0, [3], 3))
     assert image.topic("orders").topic_id == "T2"
     assert image.partition(TopicPartition("orders", 0)).replicas == [3]
@@ -128,7 +112,7 @@ def test_recreated_topic_name_gets_the_new_id() -> None:
 
 def test_metadata_response_lists_unfenced_brokers_and_marks_unknown_topics() -> None:
     image = cluster()
-    image.replay(fence(3, 12))
+    image.replay(fence_record(3, 12))
     response = image.metadata_response([], controller_id=0, controller_endpoint=("127.0.0.1", 9093), cluster_id="c1")
     assert [b.broker_id for b in response.brokers] == [1, 2]
     assert response.brokers[0].endpoint.port == 9001 and response.brokers[0].rack == "r1"
@@ -151,5 +135,5 @@ def test_partition_without_leader_is_leader_not_available() -> None:
     response = image.metadata_response(["orders"], controller_id=0, controller_endpoint=None)
     assert response.topics[0].partitions[1].error_code == ErrorCode.LEADER_NOT_AVAILABLE
     internal = MetadataImage()
-    internal.replay(topic("__consumer_offsets", "X"))
+    internal.replay(topic_record("__consumer_offsets", "X"))
     assert internal.metadata_response([], controller_id=0, controller_endpoint=None).topics[0].is_internal
