@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Awaitable, Callable, Mapping, TextIO, TypeVar
 
 from brokerlab.config import ConfigError
 from brokerlab.errors import ErrorCode, KafkaError, error_name
@@ -20,6 +20,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 BOOTSTRAP_ENV = "BROKERLAB_BOOTSTRAP"
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -151,6 +152,20 @@ def report(exc: BaseException, stream: TextIO | None = None) -> int:
     code_name, message, exit_code = describe_error(exc)
     print_error(code_name, message, stream)
     return exit_code
+
+
+# ---- admin calls ---------------------------------------------------------------------------------
+
+
+async def with_admin(bootstrap: list[str], action: Callable[[Any], Awaitable[T]]) -> T:
+    """``await action(admin)`` with a ``client.Admin`` that is closed afterwards."""
+    from client import Admin
+
+    admin = Admin(bootstrap)
+    try:
+        return await action(admin)
+    finally:
+        await admin.close()
 
 
 # ---- topics -------------------------------------------------------------------------------------

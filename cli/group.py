@@ -17,7 +17,7 @@ from typing import Any
 
 from brokerlab.errors import ErrorCode, error_name
 from brokerlab.ids import TopicPartition
-from cli.common import EXIT_OK, CliError, add_bootstrap_argument, bootstrap_of, usage_error
+from cli.common import EXIT_OK, CliError, add_bootstrap_argument, bootstrap_of, usage_error, with_admin
 from cli.output import print_json, table
 
 
@@ -67,16 +67,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     delete.set_defaults(func=cmd_delete)
 
 
-async def _with_admin(bootstrap: list[str], action):
-    from client import Admin
-
-    admin = Admin(bootstrap)
-    try:
-        return await action(admin)
-    finally:
-        await admin.close()
-
-
 def _dash(value: Any) -> Any:
     return "-" if value in (None, "") else value
 
@@ -85,7 +75,7 @@ def _dash(value: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    groups = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.list_groups(args.state or [])))
+    groups = asyncio.run(with_admin(bootstrap_of(args), lambda admin: admin.list_groups(args.state or [])))
     data = {"groups": [{"group_id": g.group_id, "protocol_type": g.protocol_type, "state": g.state,
                         "coordinator_id": g.coordinator_id} for g in groups]}
     if args.json:
@@ -189,7 +179,7 @@ def describe_text(data: dict, view: str, verbose: bool = False) -> str:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    data = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: gather_description(admin, args.group)))
+    data = asyncio.run(with_admin(bootstrap_of(args), lambda admin: gather_description(admin, args.group)))
     view = "members" if args.members else "state" if args.state else "offsets"
     if args.json:
         keys = {"offsets": ["group", "state", "coordinator", "offsets"],
@@ -278,7 +268,7 @@ async def reset_offsets(admin, group_id: str, topics: dict[str, list[int] | None
 def cmd_reset_offsets(args: argparse.Namespace) -> int:
     topics = parse_topic_specs(args.topic)
     strategy, value = reset_strategy(args)
-    data = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: reset_offsets(
+    data = asyncio.run(with_admin(bootstrap_of(args), lambda admin: reset_offsets(
         admin, args.group, topics, strategy, value, bool(args.execute))))
     if args.json:
         print_json(data)
@@ -295,7 +285,7 @@ def cmd_reset_offsets(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    results = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.delete_groups(
+    results = asyncio.run(with_admin(bootstrap_of(args), lambda admin: admin.delete_groups(
         args.groups, raise_on_error=False)))
     deleted = [g for g, error in results.items() if error is None]
     errors = {g: f"{error_name(int(e.code))}: {e.message}" for g, e in results.items() if e is not None}

@@ -13,7 +13,14 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.common import EXIT_OK, add_bootstrap_argument, bootstrap_of, parse_key_values, usage_error
+from cli.common import (
+    EXIT_OK,
+    add_bootstrap_argument,
+    bootstrap_of,
+    parse_key_values,
+    usage_error,
+    with_admin,
+)
 from cli.output import int_list, print_json, table
 
 DEFAULT_MIN_INSYNC_REPLICAS = 2
@@ -58,16 +65,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     describe.set_defaults(func=cmd_describe)
 
 
-async def _with_admin(bootstrap: list[str], action):
-    from client import Admin
-
-    admin = Admin(bootstrap)
-    try:
-        return await action(admin)
-    finally:
-        await admin.close()
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     from client import NewTopic
 
@@ -83,7 +80,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         # so that a `produce` right after this command finds them.
         await admin.wait_for_topics([args.name])
 
-    asyncio.run(_with_admin(bootstrap_of(args), create))
+    asyncio.run(with_admin(bootstrap_of(args), create))
     partitions = "default" if args.partitions == -1 else args.partitions
     factor = "default" if args.replication_factor == -1 else args.replication_factor
     print(f"created topic {args.name} (partitions: {partitions}, replication factor: {factor})")
@@ -91,7 +88,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    names = sorted(asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.list_topics())))
+    names = sorted(asyncio.run(with_admin(bootstrap_of(args), lambda admin: admin.list_topics())))
     if args.json:
         print_json({"topics": names})
     else:
@@ -101,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.delete_topics(args.names)))
+    asyncio.run(with_admin(bootstrap_of(args), lambda admin: admin.delete_topics(args.names)))
     for name in args.names:
         print(f"deleted topic {name}")
     return EXIT_OK
@@ -180,7 +177,7 @@ def filter_partitions(data: dict, keep) -> dict:
 def cmd_describe(args: argparse.Namespace) -> int:
     names = args.names or None
     keep = partition_filter(args)
-    descriptions = asyncio.run(_with_admin(bootstrap_of(args), lambda admin: admin.describe_topics(names)))
+    descriptions = asyncio.run(with_admin(bootstrap_of(args), lambda admin: admin.describe_topics(names)))
     data = describe_json(sorted(descriptions, key=lambda t: t.name))
     if keep is not None:
         data = filter_partitions(data, keep)

@@ -164,7 +164,7 @@ def test_describe_filters_are_exclusive_and_show_leader_epoch(capsys, monkeypatc
     async def fake(bootstrap, action):
         return await action(FakeAdmin({t.name: t for t in replicated_topics()}))
 
-    monkeypatch.setattr(cli_topic, "_with_admin", fake)
+    monkeypatch.setattr(cli_topic, "with_admin", fake)
     code, out, _ = run(["topic", "describe", "--unavailable", "--bootstrap", "h:1"], capsys)
     assert code == 0 and "LEADER_EPOCH" in out
     row = [line.split() for line in out.splitlines() if line.startswith("3 ")]
