@@ -332,6 +332,22 @@ class GroupMembership:
         if self.state in (MemberState.PREPARING_REBALANCE, MemberState.COMPLETING_REBALANCE):
             self._transition(MemberState.UNJOINED, fx)
 
+    def _join_failed(self, code: int, message: str, rejoin_ms: int, fx: Effects) -> None:
+        """A JoinGroup or SyncGroup error: back to UNJOINED; then find the coordinator again,
+        rejoin (with a new member id, or in a new generation), join again at ``rejoin_ms``
+        (a retriable error), or fail."""
+        self._transition(MemberState.UNJOINED, fx)
+        if self._coordinator_error(code, message, fx):
+            return
+        if code == ErrorCode.UNKNOWN_MEMBER_ID:
+            self._reset(fx, reset_member_id=True, why="member-rejoined: unknown member id")
+        elif code == ErrorCode.ILLEGAL_GENERATION:
+            self._reset(fx, reset_member_id=False, why="member-rejoined: illegal generation")
+        elif code in RETRY_JOIN:
+            self._join_due_ms = rejoin_ms
+        else:
+            self._fail(code, message or error_name(code), fx)
+
     def on_join_group_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
         if envelope.transport_error is not None:
             self._transport_failure("JoinGroup", envelope, fx)
@@ -357,17 +373,7 @@ class GroupMembership:
             else:
                 self._send_sync({}, fx)
             return
-        self._transition(MemberState.UNJOINED, fx)
-        if self._coordinator_error(code, response.error_message, fx):
-            return
-        if code == ErrorCode.UNKNOWN_MEMBER_ID:
-            self._reset(fx, reset_member_id=True, why="member-rejoined: unknown member id")
-        elif code == ErrorCode.ILLEGAL_GENERATION:
-            self._reset(fx, reset_member_id=False, why="member-rejoined: illegal generation")
-        elif code in RETRY_JOIN:
-            self._join_due_ms = now_ms + self.config.retry_backoff_ms
-        else:
-            self._fail(code, response.error_message or error_name(code), fx)
+        self._join_failed(code, response.error_message, now_ms + self.config.retry_backoff_ms, fx)
 
     def _assign_and_sync(self, response: group_pb2.JoinGroupResponse, fx: Effects) -> None:
         """Leader: run the chosen assignor over every member's subscription (once the metadata
@@ -421,17 +427,9 @@ class GroupMembership:
             fx.event("GroupJoined", group=self.config.group_id, generation_id=self.generation_id,
                      member_id=self.member_id, partitions=len(assigned), protocol=self.protocol_name)
             return
-        self._transition(MemberState.UNJOINED, fx)
-        if self._coordinator_error(code, response.error_message, fx):
-            return
-        if code == ErrorCode.UNKNOWN_MEMBER_ID:
-            self._reset(fx, reset_member_id=True, why="member-rejoined: unknown member id")
-        elif code == ErrorCode.ILLEGAL_GENERATION:
-            self._reset(fx, reset_member_id=False, why="member-rejoined: illegal generation")
-        elif code in RETRY_JOIN:
-            self._join_due_ms = now_ms + (self.config.retry_backoff_ms if code != ErrorCode.REBALANCE_IN_PROGRESS else 0)
-        else:
-            self._fail(code, response.error_message or error_name(code), fx)
+        # REBALANCE_IN_PROGRESS: the group began another rebalance, so rejoin at once.
+        rejoin_ms = now_ms + (self.config.retry_backoff_ms if code != ErrorCode.REBALANCE_IN_PROGRESS else 0)
+        self._join_failed(code, response.error_message, rejoin_ms, fx)
 
     def on_heartbeat_response(self, envelope: Envelope, now_ms: int, fx: Effects) -> None:
         if envelope.transport_error is not None:
