@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 
 from brokerlab.errors import ErrorCode, KafkaError, error_name
 from brokerlab.ids import TopicPartition
+from brokerlab.topic_partitions import from_group_topic_partitions, partitions_by_topic
 from brokerlab.v1 import broker_pb2, group_pb2
 from client.consumer.assignors import decode_assignment
 from client.rpc.cluster_link import ClusterLink
@@ -68,10 +69,6 @@ class GroupDescription:
     @property
     def last_rebalance(self) -> RebalanceInfo | None:
         return self.rebalances[-1] if self.rebalances else None
-
-
-def _tps(entries) -> tuple[TopicPartition, ...]:
-    return tuple(sorted(TopicPartition(e.topic, p) for e in entries for p in e.partitions))
 
 
 class GroupAdmin:
@@ -160,8 +157,9 @@ class GroupAdmin:
                                           else ()) for m in group.members)
         rebalances = tuple(RebalanceInfo(
             r.generation_id, r.cause, r.member_id, r.detail, r.started_ms, r.completed_ms,
-            {d.member_id: _tps(d.assigned) for d in r.diffs if d.assigned},
-            {d.member_id: _tps(d.revoked) for d in r.diffs if d.revoked}) for r in group.rebalances)
+            {d.member_id: from_group_topic_partitions(d.assigned) for d in r.diffs if d.assigned},
+            {d.member_id: from_group_topic_partitions(d.revoked) for d in r.diffs if d.revoked})
+            for r in group.rebalances)
         return GroupDescription(group_id, group.group_state, group.protocol_type, group.protocol_data,
                                 coordinator_id, address, group.generation_id, group.leader, members, rebalances)
 
@@ -169,11 +167,9 @@ class GroupAdmin:
 
     async def committed_offsets(self, group_id: str, partitions: Iterable[TopicPartition] | None = None
                                 ) -> dict[TopicPartition, int]:
-        by_topic: dict[str, list[int]] = {}
-        for tp in sorted(partitions or []):
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
         request = group_pb2.OffsetFetchRequest(group_id=group_id, topics=[
-            group_pb2.OffsetFetchTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()])
+            group_pb2.OffsetFetchTopic(name=t, partition_indexes=ps)
+            for t, ps in partitions_by_topic(partitions or []).items()])
         response, _, _ = await self._call(group_id, "OffsetFetch", request, lambda r: r.error_code)
         if response.error_code:
             raise KafkaError(response.error_code, response.error_message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from brokerlab.errors import ErrorCode
 from brokerlab.ids import TopicPartition
+from brokerlab.topic_partitions import partitions_by_topic
 from brokerlab.v1 import group_pb2
 from node.group import records as rec
 from node.group.coordinator import GroupResult, GroupShard
@@ -82,10 +83,7 @@ def fetch_offsets(shard: GroupShard, request: group_pb2.OffsetFetchRequest) -> G
     if request.topics:
         wanted = [(t.name, list(t.partition_indexes)) for t in request.topics]
     else:
-        by_topic: dict[str, list[int]] = {}
-        for tp in sorted(offsets):
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
-        wanted = list(by_topic.items())
+        wanted = list(partitions_by_topic(offsets).items())
     for topic, partitions in wanted:
         out = response.topics.add(name=topic)
         for partition in partitions:

@@ -23,6 +23,7 @@ from typing import Iterable, Union
 
 from brokerlab.ids import TopicPartition
 from brokerlab.record_batch import decode_records, encode_batch, iter_headers
+from brokerlab.topic_partitions import from_group_topic_partitions, to_group_topic_partitions
 from brokerlab.v1 import group_pb2
 from node.group.state import (
     CommittedOffset,
@@ -348,7 +349,7 @@ def assigned_partitions(assignment: bytes) -> tuple[TopicPartition, ...]:
         parsed = group_pb2.ConsumerProtocolAssignment.FromString(assignment)
     except Exception:  # protobuf's DecodeError: not ours to interpret
         return ()
-    return _tps(parsed.assigned_partitions)
+    return from_group_topic_partitions(parsed.assigned_partitions)
 
 
 def owners_of(protocol_type: str, assignments: dict[str, bytes]) -> dict[TopicPartition, str]:
@@ -427,30 +428,22 @@ def partition_for(group_id: str, num_partitions: int) -> int:
 # ---------------------------------------------------------------------------- encoding
 
 
-def _topic_partitions(tps: Iterable[TopicPartition]) -> list[group_pb2.GroupTopicPartitions]:
-    by_topic: dict[str, list[int]] = {}
-    for tp in sorted(tps):
-        by_topic.setdefault(tp.topic, []).append(tp.partition)
-    return [group_pb2.GroupTopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]
-
-
-def _tps(entries) -> tuple[TopicPartition, ...]:
-    return tuple(sorted(TopicPartition(e.topic, p) for e in entries for p in e.partitions))
-
-
 def summary_to_proto(summary: RebalanceSummary) -> group_pb2.RebalanceSummary:
     return group_pb2.RebalanceSummary(
         generation_id=summary.generation_id, cause=summary.cause, member_id=summary.member_id,
         detail=summary.detail, started_ms=summary.started_ms, completed_ms=summary.completed_ms,
-        diffs=[group_pb2.MemberPartitionsDiff(member_id=d.member_id, assigned=_topic_partitions(d.assigned),
-                                              revoked=_topic_partitions(d.revoked)) for d in summary.diffs],
+        diffs=[group_pb2.MemberPartitionsDiff(member_id=d.member_id,
+                                              assigned=to_group_topic_partitions(d.assigned),
+                                              revoked=to_group_topic_partitions(d.revoked))
+               for d in summary.diffs],
     )
 
 
 def summary_from_proto(proto: group_pb2.RebalanceSummary) -> RebalanceSummary:
     return RebalanceSummary(
         proto.generation_id, proto.cause, proto.member_id, proto.detail, proto.started_ms, proto.completed_ms,
-        tuple(PartitionsDiff(d.member_id, _tps(d.assigned), _tps(d.revoked)) for d in proto.diffs),
+        tuple(PartitionsDiff(d.member_id, from_group_topic_partitions(d.assigned),
+                             from_group_topic_partitions(d.revoked)) for d in proto.diffs),
     )
 
 

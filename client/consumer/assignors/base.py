@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol
 
 from brokerlab.ids import TopicPartition
+from brokerlab.topic_partitions import from_group_topic_partitions, to_group_topic_partitions
 from brokerlab.v1 import group_pb2
 
 
@@ -59,44 +60,35 @@ def all_partitions(partitions_per_topic: Mapping[str, int], topics: Iterable[str
 # ---------------------------------------------------------------------------- wire codec
 
 
-def _grouped(tps: Iterable[TopicPartition]) -> list[group_pb2.GroupTopicPartitions]:
-    by_topic: dict[str, list[int]] = {}
-    for tp in sorted(tps):
-        by_topic.setdefault(tp.topic, []).append(tp.partition)
-    return [group_pb2.GroupTopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]
-
-
-def _flat(entries) -> tuple[TopicPartition, ...]:
-    return tuple(sorted(TopicPartition(e.topic, p) for e in entries for p in e.partitions))
-
-
 def encode_subscription(subscription: Subscription) -> bytes:
     return group_pb2.ConsumerProtocolSubscription(
         topics=sorted(subscription.topics), user_data=subscription.user_data,
-        owned_partitions=_grouped(subscription.owned_partitions), generation_id=subscription.generation_id,
-        rack_id=subscription.rack_id,
+        owned_partitions=to_group_topic_partitions(subscription.owned_partitions),
+        generation_id=subscription.generation_id, rack_id=subscription.rack_id,
     ).SerializeToString()
 
 
 def decode_subscription(data: bytes, group_instance_id: str = "") -> Subscription:
     parsed = group_pb2.ConsumerProtocolSubscription.FromString(data)
-    return Subscription(tuple(sorted(parsed.topics)), parsed.user_data, _flat(parsed.owned_partitions),
+    return Subscription(tuple(sorted(parsed.topics)), parsed.user_data,
+                        from_group_topic_partitions(parsed.owned_partitions),
                         parsed.generation_id, parsed.rack_id, group_instance_id)
 
 
 def encode_assignment(partitions: Iterable[TopicPartition], user_data: bytes = b"") -> bytes:
-    return group_pb2.ConsumerProtocolAssignment(assigned_partitions=_grouped(partitions),
+    return group_pb2.ConsumerProtocolAssignment(assigned_partitions=to_group_topic_partitions(partitions),
                                                 user_data=user_data).SerializeToString()
 
 
 def decode_assignment(data: bytes) -> tuple[TopicPartition, ...]:
     if not data:
         return ()
-    return _flat(group_pb2.ConsumerProtocolAssignment.FromString(data).assigned_partitions)
+    parsed = group_pb2.ConsumerProtocolAssignment.FromString(data)
+    return from_group_topic_partitions(parsed.assigned_partitions)
 
 
 def encode_sticky_user_data(assigned: Iterable[TopicPartition], generation_id: int) -> bytes:
-    return group_pb2.StickyAssignorUserData(previous_assignment=_grouped(assigned),
+    return group_pb2.StickyAssignorUserData(previous_assignment=to_group_topic_partitions(assigned),
                                             generation_id=generation_id).SerializeToString()
 
 
@@ -104,4 +96,4 @@ def decode_sticky_user_data(data: bytes) -> tuple[tuple[TopicPartition, ...], in
     if not data:
         return (), -1
     parsed = group_pb2.StickyAssignorUserData.FromString(data)
-    return _flat(parsed.previous_assignment), parsed.generation_id
+    return from_group_topic_partitions(parsed.previous_assignment), parsed.generation_id

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from brokerlab.errors import ErrorCode, KafkaError, error_name
 from brokerlab.ids import TopicPartition, broker_node
 from brokerlab.sansio import Effects, Envelope
+from brokerlab.topic_partitions import partitions_by_topic
 from brokerlab.v1 import group_pb2
 from client.consumer.group.state import (
     CommitFailedError,
@@ -96,11 +97,9 @@ class OffsetRequests:
     def fetch(self, partitions: list[TopicPartition] | None) -> int:
         """Queue an OffsetFetch (None: every partition the group has an offset for)."""
         request_id = self._new_id()
-        by_topic: dict[str, list[int]] = {}
-        for tp in sorted(partitions or []):
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
         request = group_pb2.OffsetFetchRequest(group_id=self.member.config.group_id, topics=[
-            group_pb2.OffsetFetchTopic(name=t, partition_indexes=ps) for t, ps in by_topic.items()])
+            group_pb2.OffsetFetchTopic(name=t, partition_indexes=ps)
+            for t, ps in partitions_by_topic(partitions or []).items()])
         self._queued[request_id] = ("OffsetFetch", request)
         return request_id
 
