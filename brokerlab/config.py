@@ -72,6 +72,13 @@ def read_properties(text: str) -> dict[str, str]:
     return parse_pairs(line for line in lines if line and not line.startswith(("#", "!")))
 
 
+def require_positive(values: Mapping[str, int]) -> None:
+    """ConfigError naming the first key whose value is not positive."""
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+
+
 def resolve(keys: Iterable[ConfigKey], raw: Mapping[str, str | Any]) -> dict[str, Any]:
     """Typed values for every key: defaults overridden by ``raw`` (strings are parsed)."""
     by_name = {key.name: key for key in keys}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from brokerlab.config import ConfigError, bool_key, int_key, resolve, str_key
+from brokerlab.config import ConfigError, bool_key, int_key, require_positive, resolve, str_key
 from node.group.config import GROUP_KEYS, GroupConfig
 from node.log.config import BROKER_LOG_KEYS, LogConfig
 
@@ -149,7 +149,7 @@ class BrokerConfig:
         return config
 
     def validate(self) -> None:
-        positive = {
+        require_positive({
             "broker.heartbeat.interval.ms": self.heartbeat_interval_ms,
             "broker.session.timeout.ms": self.session_timeout_ms,
             "controller.quorum.request.timeout.ms": self.controller_request_timeout_ms,
@@ -159,10 +159,7 @@ class BrokerConfig:
             "replica.fetch.backoff.ms": self.replica_fetch_backoff_ms,
             "replica.lag.time.max.ms": self.replica_lag_time_max_ms,
             "replica.fetch.max.bytes": self.replica_fetch_max_bytes,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        })
         if self.replica_fetch_wait_max_ms < 0 or self.controlled_shutdown_timeout_ms < 0:
             raise ConfigError("replica.fetch.wait.max.ms and controlled.shutdown.timeout.ms must not be negative")
         if self.metadata_fetch_max_wait_ms < 0:

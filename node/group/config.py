@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from brokerlab.config import ConfigError, int_key
+from brokerlab.config import ConfigError, int_key, require_positive
 
 OFFSETS_TOPIC = "__consumer_offsets"
 
@@ -67,17 +67,14 @@ class GroupConfig:
         return config
 
     def validate(self) -> None:
-        positive = {
+        require_positive({
             "group.min.session.timeout.ms": self.min_session_timeout_ms,
             "group.max.size": self.max_size,
             "offsets.topic.num.partitions": self.offsets_topic_num_partitions,
             "offsets.topic.replication.factor": self.offsets_topic_replication_factor,
             "offsets.commit.timeout.ms": self.offsets_commit_timeout_ms,
             "offsets.load.buffer.size": self.offsets_load_buffer_size,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        })
         if self.max_session_timeout_ms < self.min_session_timeout_ms:
             raise ConfigError("group.max.session.timeout.ms must be at least group.min.session.timeout.ms")
         if self.initial_rebalance_delay_ms < 0:
