@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, help="seed of every choice the run makes (default: random, printed)")
     run.add_argument("--acks", choices=("0", "1", "all", "-1"), help="override the scenario's acks")
     run.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=None,
-                     help="override the scenario's enable.idempotence (when the producer supports it)")
+                     help="override the scenario's enable.idempotence (default on; in effect with acks=all)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.add_argument("--json", action="store_true", help="print results.json instead of the summary")

@@ -23,9 +23,9 @@ from lab.experiment import report
 from lab.experiment.clusterview import ClusterView
 from lab.experiment.logevents import add_cluster_events
 from lab.experiment.nemesis import Nemesis
-from lab.experiment.scenario import Scenario
+from lab.experiment.scenario import Scenario, effective_idempotence
 from lab.experiment.targets import make_target
-from lab.experiment.workload import Workload, idempotence_supported, read_back
+from lab.experiment.workload import Workload, read_back
 from lab.history import FAIL, OK, History
 
 # Fast failure detection on one machine (REFERENCE.md's brokerlab defaults); a scenario may override.
@@ -112,6 +112,9 @@ def run_experiment(scenario: Scenario, options: RunOptions) -> tuple[Path, dict[
     progress = Progress(scenario.duration_s, options.stream, options.progress)
     wall_started = time.monotonic()
     notes: list[str] = []
+    if options.idempotence and not effective_idempotence(scenario.workload):
+        notes.append(f"--idempotence ignored: it needs acks=all and max_in_flight <= 5 "
+                     f"(acks={scenario.workload.acks}, max_in_flight={scenario.workload.max_in_flight})")
     holder: dict[str, Any] = {}
     try:
         progress.message(f"experiment {scenario.name} on {target.name}: starting {scenario.cluster.brokers} brokers "
@@ -131,7 +134,7 @@ def run_experiment(scenario: Scenario, options: RunOptions) -> tuple[Path, dict[
                        until_epoch_ms=history.started_epoch_ms + history.meta.get("end_ms", history.now_ms()))
     meta = history.meta
     workload = dict(vars(scenario.workload))
-    workload["idempotence_effective"] = bool(scenario.workload.idempotence) and idempotence_supported()
+    workload["idempotence_effective"] = effective_idempotence(scenario.workload)
     meta.update(scenario=scenario.name, description=scenario.description, target=target.name, seed=seed,
                 duration_s=scenario.duration_s, run_id=run_dir.name, started_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 cluster={"brokers": scenario.cluster.brokers, "config": config}, topic=vars(scenario.topic),
@@ -151,8 +154,6 @@ async def _run(scenario: Scenario, target, seed: int, progress: Progress, notes:
 
     topic = scenario.topic
     bootstrap = target.bootstrap_servers()
-    if scenario.workload.idempotence and not idempotence_supported():
-        notes.append("idempotence was asked for, but this producer has no enable_idempotence yet: ran without it")
     async with Admin(bootstrap) as admin:
         await admin.create_topics([NewTopic(topic.name, topic.partitions, topic.replication_factor, topic.configs)])
         await admin.wait_for_topics([topic.name], timeout_ms=30_000)

@@ -88,7 +88,9 @@ class WorkloadSpec:
     value_bytes: int = 64
     keys: int = 32  # > 0: keyed (the partitioner picks by key hash); 0: partitions in turn
     acks: str = "all"
-    idempotence: bool = False  # enable.idempotence, passed explicitly (once the producer has it)
+    # enable.idempotence: on by default as in Kafka 3.0+; in effect only with acks=all and at most
+    # five requests in flight (``effective_idempotence``), as the producer's own default is.
+    idempotence: bool = True
     max_in_flight: int = 5
     linger_ms: int = 2
     request_timeout_ms: int = 3000
@@ -100,6 +102,12 @@ class WorkloadSpec:
     static_members: bool = False  # group.instance.id per member (KIP-345)
     session_timeout_ms: int = 3000
     heartbeat_interval_ms: int = 500
+
+
+def effective_idempotence(spec: WorkloadSpec) -> bool:
+    """Kafka's rule for a default-on setting: quietly off with acks other than all or more than
+    five requests in flight (asked for explicitly with those, the real producer refuses)."""
+    return bool(spec.idempotence) and spec.acks in ("all", "-1") and spec.max_in_flight <= 5
 
 
 @dataclass

@@ -15,7 +15,6 @@ final read-back of every partition, all recorded in a ``lab.history.History``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from typing import Any
@@ -23,15 +22,11 @@ from typing import Any
 from brokerlab.errors import is_retriable
 from brokerlab.ids import TopicPartition
 from client import Consumer, Producer
-from lab.experiment.scenario import WorkloadSpec
+from lab.experiment.scenario import WorkloadSpec, effective_idempotence
 from lab.history import INFO, History
 
 log = logging.getLogger("lab.experiment")
 POLL_TIMEOUT_MS = 100
-
-
-def idempotence_supported() -> bool:
-    return "enable_idempotence" in inspect.signature(Producer.__init__).parameters
 
 
 class ProducerLoad:
@@ -47,8 +42,7 @@ class ProducerLoad:
             acks=spec.acks, linger_ms=spec.linger_ms, client_id=name,
             max_in_flight_requests_per_connection=spec.max_in_flight,
             request_timeout_ms=spec.request_timeout_ms, delivery_timeout_ms=spec.delivery_timeout_ms)
-        if idempotence_supported():  # explicit: the scenario decides, not the client's default
-            settings["enable_idempotence"] = bool(spec.idempotence)
+        settings["enable_idempotence"] = effective_idempotence(spec)  # explicit: the scenario decides
         self.producer = Producer(bootstrap, **settings)
         self.sent = 0
         self._stopping = False
