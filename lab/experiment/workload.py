@@ -157,7 +157,11 @@ class ConsumerLoad:
             return {}
 
     async def _run(self, consumer: Consumer) -> None:
-        while True:
+        # Not `while True`: stop() clears self.consumer before it cancels, and on Python < 3.12
+        # asyncio.wait_for (inside poll) can swallow a cancel that lands as its inner call
+        # finishes; a loop that only cancellation ends then polls forever and stop() never returns
+        # (seen once: a rolling-restart-static run hung after its load).
+        while self.consumer is consumer:
             try:
                 records = await consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
             except asyncio.CancelledError:
