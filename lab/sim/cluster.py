@@ -40,7 +40,8 @@ class SimCluster:
         self.scheduler = Scheduler(seed, start_ms)
         self.trace = Trace()
         self.network = SimNetwork(
-            self.scheduler, network or NetworkConfig(), self.scheduler.child_random("network"), self._record
+            self.scheduler, network or NetworkConfig(), self.scheduler.child_random("network"), self._record,
+            self._record_sorted,
         )
         self.nodes: dict[str, SimNode] = {}
         self.clients: dict[str, SimClient] = {}
@@ -159,6 +160,9 @@ class SimCluster:
 
     def _record(self, node: str, name: str, fields: dict[str, Any]) -> None:
         self.trace.record(self.scheduler.now_ms, node, name, fields)
+
+    def _record_sorted(self, node: str, name: str, fields: tuple[tuple[str, Any], ...]) -> None:
+        self.trace.record_sorted(self.scheduler.now_ms, node, name, fields)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from brokerlab.ids import TopicPartition
-from brokerlab.record_batch import decode_records
+from brokerlab.record_batch import decode_batch_columns, iter_headers
 
 from .cluster import InvariantViolation, SimCluster
 
@@ -33,6 +33,12 @@ from .cluster import InvariantViolation, SimCluster
 TRUNCATION_EVENTS = frozenset({"LogTruncated", "LogRecovered", "LogDeleted", "PartitionDeleted", "LogCreated"})
 # Events after which a partition of that name may be a new topic (epochs start again).
 PARTITION_GONE_EVENTS = frozenset({"PartitionDeleted", "LogDeleted"})
+# Batches the acknowledged-records check keeps decoded (the replicas read the same ones soon after).
+DECODED_BATCHES_KEPT = 4096
+# Every trace event a check below reacts to (``Look.events``); the rest (most: message deliveries) none reads.
+NOTABLE_EVENTS = TRUNCATION_EVENTS | PARTITION_GONE_EVENTS | {
+    "MetadataImageReset", "NodeCrashed", "NodeStarted", "UncleanLeaderElected",
+}
 
 
 def broker_cores(cluster: SimCluster) -> Iterator[tuple[str, Any]]:
@@ -50,22 +56,32 @@ class Look:
     """What changed since the previous event, computed once for every check.
 
     ``changed``: running brokers that ran (stepped, ticked, booted) since the last look, the only
-    ones whose state can have changed; ``entries``: trace entries added since; ``controller``:
-    the controller core when it applied records (or restarted) since, else None; ``down``:
-    brokers that stopped running since.
+    ones whose state can have changed; ``entries``: trace entries added since, ``events`` the
+    ones among them named in ``NOTABLE_EVENTS``; ``controller``: the controller core when it
+    applied records (or restarted) since, else None; ``down``: brokers that stopped running since.
     """
 
-    __slots__ = ("changed", "entries", "controller", "down")
+    __slots__ = ("changed", "entries", "events", "controller", "down", "_logs")
 
     def __init__(self, changed: list, entries: list, controller: Any | None, down: list[str]) -> None:
         self.changed = changed
         self.entries = entries
+        self.events = [entry for entry in entries if entry.name in NOTABLE_EVENTS] if entries else entries
         self.controller = controller
         self.down = down
+        self._logs: dict[str, list] = {}
 
     @property
     def empty(self) -> bool:
         return not (self.changed or self.entries or self.controller is not None or self.down)
+
+    def logs(self, name: str, core: Any) -> list[tuple[TopicPartition, Any]]:
+        """A changed broker's ``(tp, log)`` pairs in partition order, read once for every check."""
+        logs = self._logs.get(name)
+        if logs is None:
+            manager = core.log_manager
+            logs = self._logs[name] = [(tp, log) for tp in manager.partitions() if (log := manager.get(tp)) is not None]
+        return logs
 
 
 class Check:
@@ -91,13 +107,16 @@ class Looker:
         self._marks: dict[str, tuple[int, int]] = {}
         self._seen_entries = 0
         self._controller_mark: tuple[int, int] | None = None
+        self._brokers: list[tuple[str, Any]] = []  # the cluster's broker nodes, as of _node_count nodes
+        self._node_count = -1
 
     def look(self, cluster: SimCluster) -> Look:
         changed, down = [], []
         marks = self._marks
-        for name, node in cluster.nodes.items():
-            if not name.startswith("broker-"):
-                continue
+        if len(cluster.nodes) != self._node_count:  # nodes are only ever added
+            self._node_count = len(cluster.nodes)
+            self._brokers = [(name, node) for name, node in cluster.nodes.items() if name.startswith("broker-")]
+        for name, node in self._brokers:
             core = node.core
             if core is None:
                 if name in marks:
@@ -180,8 +199,10 @@ class SingleLeaderPerEpoch(Check):
                     for partition in topic.partitions.values():
                         self._saw(topic.name, topic.topic_id, partition.partition, partition.leader_epoch,
                                   partition.leader_id, f"{name}'s image")
-            self._release(name)
             keys = [(tp.topic, tp.partition, r.leader_epoch) for tp, r in core.replicas.items() if r.is_leader]
+            if keys == self._acts.get(name):
+                continue  # the same roles: registered, and checked against the others, when they began
+            self._release(name)
             for key in keys:
                 other = self._acting.setdefault(key, name)
                 if other != name:
@@ -214,16 +235,18 @@ class LeaderEpochsMonotonic(Check):
     def __init__(self) -> None:
         self.controller_epochs: dict[tuple[str, int], int] = {}
         self.image_epochs: dict[tuple[str, int, str, int], int] = {}  # (node, incarnation, topic id, p)
-        self.role_epochs: dict[tuple[str, int, TopicPartition], int] = {}  # (node, incarnation, tp)
+        self.role_epochs: dict[tuple[str, int], dict[TopicPartition, int]] = {}  # (node, incarnation) -> tp -> epoch
         self._applied: dict[str, tuple[int, int]] = {}
 
     def check(self, cluster: SimCluster, look: Look) -> None:
-        for entry in look.entries:
+        for entry in look.events:
             if entry.name == "MetadataImageReset":  # rebuilt from offset 0: a new history begins
                 self.image_epochs = {k: v for k, v in self.image_epochs.items() if k[0] != entry.node}
             elif entry.name in PARTITION_GONE_EVENTS and entry.get("topic") is not None:
                 tp = TopicPartition(entry.get("topic"), entry.get("partition"))
-                self.role_epochs = {k: v for k, v in self.role_epochs.items() if k[0] != entry.node or k[2] != tp}
+                for (node, _), epochs in self.role_epochs.items():
+                    if node == entry.node:
+                        epochs.pop(tp, None)
         if look.controller is not None:
             for topic in look.controller.state.topics.values():
                 for index, partition in topic.partitions.items():
@@ -239,8 +262,15 @@ class LeaderEpochsMonotonic(Check):
                     for partition in topic.partitions.values():
                         self._check(self.image_epochs, (name, incarnation, topic.topic_id, partition.partition),
                                     partition.leader_epoch, f"{name}'s image of {topic.name}-{partition.partition}")
+            roles = self.role_epochs.get((name, incarnation))
+            if roles is None:
+                roles = self.role_epochs[(name, incarnation)] = {}
             for tp, replica in core.replicas.items():
-                self._check(self.role_epochs, (name, incarnation, tp), replica.leader_epoch, f"{name}'s role for {tp}")
+                epoch = replica.leader_epoch
+                before = roles.get(tp)
+                if before is not None and epoch < before:
+                    raise InvariantViolation(f"leader epoch went back in {name}'s role for {tp}: {before} -> {epoch}")
+                roles[tp] = epoch
 
     @staticmethod
     def _check(seen: dict, key: tuple, epoch: int, where: str) -> None:
@@ -260,25 +290,32 @@ class HighWatermarkMonotonicWithinEpoch(Check):
         self.high_watermarks: dict[tuple[TopicPartition, int], tuple[int, str]] = {}
 
     def check(self, cluster: SimCluster, look: Look) -> None:
-        for entry in look.entries:
+        for entry in look.events:
             if entry.name in PARTITION_GONE_EVENTS and entry.get("topic") is not None:
                 tp = TopicPartition(entry.get("topic"), entry.get("partition"))
                 self.high_watermarks = {k: v for k, v in self.high_watermarks.items() if k[0] != tp}
+        high_watermarks = self.high_watermarks
         for name, core in look.changed:
+            leaders = core.replica_manager.leaders
+            if not leaders:
+                continue
             manager = core.log_manager
-            for tp, leader in core.replica_manager.leaders.items():
+            for tp, leader in leaders.items():
                 log = manager.get(tp)
                 if log is None:
                     continue
                 key = (tp, leader.leader_epoch)
                 hw = log.high_watermark
-                before = self.high_watermarks.get(key)
-                if before is not None and hw < before[0]:
-                    raise InvariantViolation(
-                        f"{tp} leader epoch {leader.leader_epoch}: high watermark went from {before[0]} "
-                        f"(on {before[1]}) to {hw} on {name}"
-                    )
-                self.high_watermarks[key] = (hw, name)
+                before = high_watermarks.get(key)
+                if before is not None:
+                    if hw == before[0] and name == before[1]:
+                        continue
+                    if hw < before[0]:
+                        raise InvariantViolation(
+                            f"{tp} leader epoch {leader.leader_epoch}: high watermark went from {before[0]} "
+                            f"(on {before[1]}) to {hw} on {name}"
+                        )
+                high_watermarks[key] = (hw, name)
 
 
 class AcknowledgedOnEveryIsrMember(Check):
@@ -309,6 +346,7 @@ class AcknowledgedOnEveryIsrMember(Check):
         self._verified: dict[tuple[str, TopicPartition], int] = {}
         self._mirrors: dict[tuple[str, TopicPartition], dict[int, bytes]] = {}
         self._mirror_end: dict[tuple[str, TopicPartition], int] = {}
+        self._decoded: dict[bytes, tuple[range, list]] = {}  # a batch's bytes -> its (offsets, values)
         # node -> acknowledgements of requests sent before this time are forfeited on it (a power
         # loss without per-batch flush, up to its restart); nodes lost power and not back yet.
         self._forfeited: dict[str, int] = {}
@@ -321,7 +359,7 @@ class AcknowledgedOnEveryIsrMember(Check):
         self._dirty = False
 
     def check(self, cluster: SimCluster, look: Look) -> None:
-        for entry in look.entries:
+        for entry in look.events:
             self._on_entry(cluster, entry)
         for name, _ in look.changed:
             incarnation = cluster.nodes[name].incarnation
@@ -424,10 +462,23 @@ class AcknowledgedOnEveryIsrMember(Check):
             if not data:
                 break
             last = end - 1
-            for record in decode_records(data):
-                if record.offset >= end:
-                    mirror[record.offset] = record.value
-                last = max(last, record.offset)
+            decoded = self._decoded
+            for position, header in iter_headers(data):
+                # Replicas hold byte-identical batches: each is decoded once, not once per replica.
+                raw = data[position:position + header.size_bytes]
+                columns = decoded.get(raw)
+                if columns is None:
+                    if len(decoded) >= DECODED_BATCHES_KEPT:
+                        decoded.clear()
+                    batch = decode_batch_columns(raw, 0, header)
+                    columns = decoded[raw] = (batch.offsets, batch.values)
+                offsets, values = columns
+                skip = end - header.base_offset
+                if skip > 0:  # records below the mirror's end are in it already
+                    offsets, values = offsets[skip:], values[skip:]
+                mirror.update(zip(offsets, values))
+                if header.record_count:  # record i has offset base + i (validated at every append)
+                    last = max(last, header.base_offset + header.record_count - 1)
             if last < end:
                 break  # nothing new (cannot happen below the log end; never loop on it)
             end = last + 1
@@ -449,7 +500,7 @@ class LogEndOffsetsMonotonic(Check):
         self.log_end_offsets: dict[tuple[str, TopicPartition], int] = {}
 
     def check(self, cluster: SimCluster, look: Look) -> None:
-        for entry in look.entries:
+        for entry in look.events:
             if entry.name == "NodeCrashed" and entry.get("lose_unflushed"):
                 self._forget(entry.node)
             elif entry.name in TRUNCATION_EVENTS:
@@ -458,20 +509,17 @@ class LogEndOffsetsMonotonic(Check):
                     self._forget(entry.node)
                 else:
                     self.log_end_offsets.pop((entry.node, TopicPartition(topic, partition)), None)
+        log_end_offsets = self.log_end_offsets
         for name, core in look.changed:
-            manager = core.log_manager
-            for tp in manager.partitions():
-                log = manager.get(tp)
-                if log is None:
-                    continue
+            for tp, log in look.logs(name, core):
                 leo = log.log_end_offset
                 key = (name, tp)
-                before = self.log_end_offsets.get(key)
+                before = log_end_offsets.get(key)
                 if before is not None and leo < before:
                     raise InvariantViolation(
                         f"{name} {tp}: log end offset went from {before} to {leo} with no recorded truncation"
                     )
-                self.log_end_offsets[key] = leo
+                log_end_offsets[key] = leo
 
     def _forget(self, node: str) -> None:
         for key in [k for k in self.log_end_offsets if k[0] == node]:
@@ -485,10 +533,8 @@ class HighWatermarkWithinLog(Check):
 
     def check(self, cluster: SimCluster, look: Look) -> None:
         for name, core in look.changed:
-            manager = core.log_manager
-            for tp in manager.partitions():
-                log = manager.get(tp)
-                if log is not None and not log.log_start_offset <= log.high_watermark <= log.log_end_offset:
+            for tp, log in look.logs(name, core):
+                if not log.log_start_offset <= log.high_watermark <= log.log_end_offset:
                     raise InvariantViolation(
                         f"{name} {tp}: start {log.log_start_offset}, high watermark {log.high_watermark}, "
                         f"end {log.log_end_offset}"

@@ -24,7 +24,7 @@ event order, so a seed fixes the whole schedule.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from brokerlab.sansio import Envelope
@@ -134,11 +134,17 @@ class SimNetwork:
         config: NetworkConfig,
         rng: random.Random,
         trace: Callable[[str, str, dict[str, Any]], None] | None = None,
+        trace_sorted: Callable[[str, str, tuple[tuple[str, Any], ...]], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.config = config
         self.random = rng
         self._trace = trace
+        # Like ``trace`` with the fields as name-sorted pairs (``Trace.record_sorted``): the
+        # per-message entries skip building and sorting a dict.
+        if trace_sorted is None and trace is not None:
+            trace_sorted = lambda node, name, fields: trace(node, name, dict(fields))  # noqa: E731
+        self._record_sorted = trace_sorted
         self.endpoints: dict[str, Endpoint] = {}
         self.cut_links: set[tuple[str, str]] = set()
         self.slow_links: dict[tuple[str, str], SlowLink] = {}  # (caller, callee) -> rule
@@ -214,9 +220,9 @@ class SimNetwork:
 
     def _send_request(self, request: Envelope) -> None:
         src = self.endpoints[request.src]
-        self._wire_ids += 1
-        call = _Call(self._wire_ids, request, src.incarnation, -1)
-        self._calls[call.wire_id] = call
+        self._wire_ids = wire_id = self._wire_ids + 1
+        call = _Call(wire_id, request, src.incarnation, -1)
+        self._calls[wire_id] = call
         self.stats["sent"] += 1
         # The sender's own deadline policy when it has one (a real adapter's), else the config's.
         policy = getattr(src, "call_timeout", None)
@@ -227,7 +233,7 @@ class SimNetwork:
             self._fail_soon(call, UNAVAILABLE)
             return
         call.dst_incarnation = dst.incarnation
-        wire = Envelope(request.src, request.dst, request.rpc, request.message, call.wire_id)
+        wire = Envelope(request.src, request.dst, request.rpc, request.message, wire_id)
         if self.slow_links and (request.src, request.dst) in self.slow_links:
             self._hold_back(wire, call, self.slow_links[(request.src, request.dst)])
             return
@@ -252,7 +258,8 @@ class SimNetwork:
         if call is None:  # the call already ended (deadline, peer down): nobody is listening
             self._note_drop(reply, "call ended")
             return
-        if (reply.src, reply.dst) != (call.request.dst, call.request.src):
+        request = call.request
+        if reply.src != request.dst or reply.dst != request.src:
             raise SimulationError(f"{reply.src} answered a call it never received: {reply.rpc} to {reply.dst}")
         self.stats["sent"] += 1
         self._transmit(reply, call.src_incarnation)
@@ -260,7 +267,8 @@ class SimNetwork:
     def _transmit(self, envelope: Envelope, dst_incarnation: int) -> None:
         """Put one message on the wire, applying the link's faults."""
         config, rng = self.config, self.random
-        if self.is_cut(envelope.src, envelope.dst):
+        link = (envelope.src, envelope.dst)
+        if self.cut_links and link in self.cut_links:
             self._note_drop(envelope, "link cut")
             return
         if config.loss_rate and rng.random() < config.loss_rate:
@@ -270,19 +278,25 @@ class SimNetwork:
         if config.duplicate_rate and rng.random() < config.duplicate_rate:
             copies = 2
             self.stats["duplicated"] += 1
-        link = (envelope.src, envelope.dst)
+        low = config.min_latency_ms
+        high = config.max_latency_ms if config.max_latency_ms > low else low
+        reorder_rate = config.reorder_rate
+        scheduler = self.scheduler
+        label = "deliver " + envelope.rpc
         for _ in range(copies):
-            latency = rng.randint(config.min_latency_ms, max(config.min_latency_ms, config.max_latency_ms))
-            due = self.scheduler.now_ms + latency
-            if not (config.reorder_rate and rng.random() < config.reorder_rate):
-                due = max(due, self._link_tail_ms.get(link, 0))  # FIFO on the link
+            due = scheduler.now_ms + rng.randint(low, high)
+            if not (reorder_rate and rng.random() < reorder_rate):
+                tail = self._link_tail_ms.get(link, 0)  # FIFO on the link
+                if tail > due:
+                    due = tail
                 self._link_tail_ms[link] = due
             message = _copy_message(envelope.message) if config.serialize else envelope.message
-            copy = replace(envelope, message=message)
-            self.scheduler.at(due, self._arrive, copy, dst_incarnation, label=f"deliver {envelope.rpc}")
+            copy = Envelope(envelope.src, envelope.dst, envelope.rpc, message, envelope.request_id,
+                            envelope.is_response, envelope.transport_error)
+            scheduler.at(due, self._arrive, copy, dst_incarnation, label=label)
 
     def _arrive(self, envelope: Envelope, dst_incarnation: int) -> None:
-        if self.is_cut(envelope.src, envelope.dst):  # packets in flight die with the link
+        if self.cut_links and (envelope.src, envelope.dst) in self.cut_links:  # packets in flight die with the link
             self._note_drop(envelope, "link cut")
             return
         dst = self.endpoints.get(envelope.dst)
@@ -298,7 +312,8 @@ class SimNetwork:
             self._note_drop(envelope, "call ended")
             return
         self._end(call)
-        answer = replace(envelope, request_id=call.request.request_id)
+        answer = Envelope(envelope.src, envelope.dst, envelope.rpc, envelope.message, call.request.request_id,
+                          True, envelope.transport_error)
         self._note_delivery(answer)
         dst.deliver(answer)
 
@@ -347,11 +362,12 @@ class SimNetwork:
 
     def _note_delivery(self, envelope: Envelope) -> None:
         self.stats["delivered"] += 1
-        if self.config.trace_messages:
-            self._note("net", "MessageDelivered", {
-                "src": envelope.src, "dst": envelope.dst, "rpc": envelope.rpc,
-                "request_id": envelope.request_id, "response": envelope.is_response,
-            })
+        if self.config.trace_messages and self._record_sorted is not None:
+            # The fields as Trace.record would sort them, built sorted: one of these per message.
+            self._record_sorted("net", "MessageDelivered", (
+                ("dst", envelope.dst), ("request_id", envelope.request_id), ("response", envelope.is_response),
+                ("rpc", envelope.rpc), ("src", envelope.src),
+            ))
 
     def _note_drop(self, envelope: Envelope, reason: str) -> None:
         self.stats["dropped"] += 1

@@ -269,21 +269,34 @@ class SimNode:
         self.network.node_down(self.name)
 
     # -- driving the core -------------------------------------------------------------------
+    # deliver and _on_timer run the core without _guard's closure: they are most of all events.
     def deliver(self, envelope: Envelope) -> None:
-        core, now = self.core, self.local_now_ms()
+        core = self.core
         if core is None:
             return
         if self.paused:
             self._backlog.append(envelope)
             return
-        self._run(lambda: core.step(envelope, now), "step", envelope)
+        try:
+            effects = core.step(envelope, self.scheduler.now_ms + self.clock_offset_ms)
+        except SimulationError:
+            raise
+        except Exception as exc:
+            raise self._core_failed("step", envelope, exc) from exc
+        self._execute(effects)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_due_ms = None
-        core, now = self.core, self.local_now_ms()
+        core = self.core
         if core is not None and not self.paused:
-            self._run(lambda: core.tick(now), "tick", None)
+            try:
+                effects = core.tick(self.scheduler.now_ms + self.clock_offset_ms)
+            except SimulationError:
+                raise
+            except Exception as exc:
+                raise self._core_failed("tick", None, exc) from exc
+            self._execute(effects)
 
     def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
         effects = self._guard(what, envelope, action)
@@ -291,14 +304,16 @@ class SimNode:
 
     def _execute(self, effects: Effects) -> None:
         self.runs += 1
-        now = self.scheduler.now_ms
-        self.trace.record_events(now, self.name, effects.events)
+        if effects.events:
+            self.trace.record_events(self.scheduler.now_ms, self.name, effects.events)
         if self.core is None:  # the core stopped itself while closing
             return
-        for reply in effects.replies:
-            self.network.send(reply)
-        for envelope in effects.sends:
-            self.network.send(envelope)
+        if effects.replies or effects.sends:
+            send = self.network.send
+            for reply in effects.replies:
+                send(reply)
+            for envelope in effects.sends:
+                send(envelope)
         self._rearm()
         if self.stopping is not None:
             self._maybe_finish_stop()
@@ -329,11 +344,14 @@ class SimNode:
         except SimulationError:
             raise
         except Exception as exc:
-            detail = f" handling {envelope.rpc} from {envelope.src}" if envelope is not None else ""
-            raise CoreFailed(
-                f"{self.name} (incarnation {self.incarnation}) raised in {what}{detail} "
-                f"at t={self.scheduler.now_ms}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._core_failed(what, envelope, exc) from exc
+
+    def _core_failed(self, what: str, envelope: Envelope | None, exc: Exception) -> CoreFailed:
+        detail = f" handling {envelope.rpc} from {envelope.src}" if envelope is not None else ""
+        return CoreFailed(
+            f"{self.name} (incarnation {self.incarnation}) raised in {what}{detail} "
+            f"at t={self.scheduler.now_ms}: {type(exc).__name__}: {exc}"
+        )
 
 
 def _call_close(close: Callable[..., Any], now_ms: int) -> Any:

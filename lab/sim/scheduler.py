@@ -14,8 +14,8 @@ shifts the numbers another place sees.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
+from heapq import heappop, heappush
 from typing import Any, Callable
 
 
@@ -82,65 +82,78 @@ class Scheduler:
     # -- scheduling -------------------------------------------------------------------------
     def at(self, due_ms: int, callback: Callable[..., Any], *args: Any, label: str = "") -> Timer:
         """Run ``callback(*args)`` at ``due_ms`` (never in the past: clamped to now)."""
-        self._seq += 1
-        timer = Timer(max(int(due_ms), self.now_ms), self._seq, callback, args, label)
-        heapq.heappush(self._heap, (timer.due_ms, timer.seq, timer))
+        self._seq = seq = self._seq + 1
+        due_ms = int(due_ms)
+        if due_ms < self.now_ms:
+            due_ms = self.now_ms
+        timer = Timer(due_ms, seq, callback, args, label)
+        heappush(self._heap, (due_ms, seq, timer))
         return timer
 
     def after(self, delay_ms: int, callback: Callable[..., Any], *args: Any, label: str = "") -> Timer:
-        return self.at(self.now_ms + max(0, int(delay_ms)), callback, *args, label=label)
+        delay_ms = int(delay_ms)
+        return self.at(self.now_ms + (delay_ms if delay_ms > 0 else 0), callback, *args, label=label)
 
     def next_due_ms(self) -> int | None:
         """When the next live event is due, or None when nothing is scheduled."""
         heap = self._heap
         while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
+            heappop(heap)
         return heap[0][0] if heap else None
 
     # -- running ----------------------------------------------------------------------------
     def step(self) -> bool:
         """Run the next live event (advancing the clock to it); False when the heap is empty."""
-        heap = self._heap
-        while heap:
-            timer = heapq.heappop(heap)[2]
-            if timer.cancelled:
-                continue
-            self._advance(timer)
-            timer.callback(*timer.args)
-            self.events_run += 1
-            for hook in self.after_event:
-                hook()
-            return True
-        return False
-
-    def _advance(self, timer: Timer) -> None:
-        if timer.due_ms != self._instant_ms:
-            self._instant_ms = timer.due_ms
-            self._instant_events = 0
-        self._instant_events += 1
-        if self._instant_events > self._max_per_instant:
-            raise Livelock(
-                f"more than {self._max_per_instant} events at t={timer.due_ms} ms; last: {timer!r}"
-            )
-        self.now_ms = timer.due_ms
+        return self._run(None, None)
 
     def run_until(self, predicate: Callable[[], bool], deadline_ms: int) -> bool:
         """Run events until ``predicate()`` holds (checked before each event) or ``deadline_ms``.
 
         Returns whether the predicate held. On timeout the clock stands at ``deadline_ms``.
         """
-        while True:
-            if predicate():
-                return True
-            due = self.next_due_ms()
-            if due is None or due > deadline_ms:
-                self.now_ms = max(self.now_ms, deadline_ms)
-                return predicate()
-            self.step()
+        if self._run(predicate, deadline_ms):
+            return True
+        self.now_ms = max(self.now_ms, deadline_ms)
+        return predicate()
 
     def run_for(self, duration_ms: int) -> None:
         """Run every event due in the next ``duration_ms``; the clock ends exactly there."""
-        self.run_until(lambda: False, self.now_ms + duration_ms)
+        deadline_ms = self.now_ms + duration_ms
+        self._run(None, deadline_ms)
+        self.now_ms = max(self.now_ms, deadline_ms)
+
+    def _run(self, predicate: Callable[[], bool] | None, deadline_ms: int | None) -> bool:
+        """The event loop, in one frame (it runs millions of times per sweep).
+
+        Without ``deadline_ms``: one live event, True if there was one. Else every live event due
+        by ``deadline_ms``, until ``predicate()`` (checked before each) holds: True then, False
+        once nothing more is due.
+        """
+        heap, hooks = self._heap, self.after_event
+        while True:
+            if predicate is not None and predicate():
+                return True
+            while heap and heap[0][2].cancelled:
+                heappop(heap)
+            if not heap:
+                return False
+            due_ms = heap[0][0]
+            if deadline_ms is not None and due_ms > deadline_ms:
+                return False
+            timer = heappop(heap)[2]
+            if due_ms != self._instant_ms:
+                self._instant_ms = due_ms
+                self._instant_events = 0
+            self._instant_events += 1
+            if self._instant_events > self._max_per_instant:
+                raise Livelock(f"more than {self._max_per_instant} events at t={due_ms} ms; last: {timer!r}")
+            self.now_ms = due_ms
+            timer.callback(*timer.args)
+            self.events_run += 1
+            for hook in hooks:
+                hook()
+            if deadline_ms is None:
+                return True
 
     def elapsed_ms(self) -> int:
         return self.now_ms - self.start_ms

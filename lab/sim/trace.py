@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from google.protobuf import text_format
@@ -32,8 +33,18 @@ class TraceEntry(NamedTuple):
         return default
 
 
+# Field values that render as themselves (a type check, not isinstance: bool and enum subclass int).
+_PLAIN_TYPES = frozenset({int, str, bool, float, type(None)})
+# One encoder for every line: json.dumps would build a new one per call for these options.
+_LINE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# json's own string quoting (ensure_ascii, as json.dumps does by default).
+_quote = getattr(json.encoder, "c_encode_basestring_ascii", None) or json.encoder.py_encode_basestring_ascii
+
+
 def plain(value: Any) -> Any:
     """A JSON-able, order-stable rendering of a trace field value."""
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, enum.Enum):
         return value.name
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -55,23 +66,67 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
+def entry_line(entry: TraceEntry) -> str:
+    """One entry as its JSON line (without the newline): what ``json.dumps(..., sort_keys=True,
+    separators=(",", ":"))`` writes, built directly when every field is a str, int, bool or None
+    (most entries: one per message) and by the encoder otherwise."""
+    now_ms, node, name, fields = entry
+    parts = []
+    previous = ""
+    for key, value in fields:
+        kind = type(value)
+        if type(key) is not str or key <= previous:  # not sorted by name as sort_keys would order them
+            return _LINE_ENCODER.encode([now_ms, node, name, {k: plain(v) for k, v in fields}])
+        previous = key
+        if kind is str:
+            text = _quote(value)
+        elif kind is int:
+            text = int.__repr__(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif value is None:
+            text = "null"
+        else:
+            return _LINE_ENCODER.encode([now_ms, node, name, {k: plain(v) for k, v in fields}])
+        parts.append(f"{_quote(key)}:{text}")
+    if type(now_ms) is not int or type(node) is not str or type(name) is not str:
+        return _LINE_ENCODER.encode([now_ms, node, name, {k: plain(v) for k, v in fields}])
+    return f"[{now_ms},{_quote(node)},{_quote(name)},{{{','.join(parts)}}}]"
+
+
+# tuple.__new__ builds the NamedTuple without its Python-level __new__ (one entry per message).
+_new_entry = partial(tuple.__new__, TraceEntry)
+
+
 class Trace:
-    """An append-only list of trace entries, with listeners (invariants, live printers)."""
+    """An append-only list of trace entries, with listeners (invariants, live printers).
+
+    Entries are rendered to text only when asked (``lines``, ``serialize``, ``digest``); the
+    digest is kept up to date incrementally, so asking for it twice costs the new entries only.
+    """
 
     def __init__(self) -> None:
         self.entries: list[TraceEntry] = []
         self.listeners: list[Callable[[TraceEntry], None]] = []
+        self._hash = hashlib.sha256()
+        self._hashed = 0  # entries folded into _hash so far
 
     def record(self, now_ms: int, node: str, name: str, fields: dict[str, Any] | None = None) -> TraceEntry:
-        entry = TraceEntry(now_ms, node, name, tuple(sorted((fields or {}).items())))
+        return self.record_sorted(now_ms, node, name, tuple(sorted(fields.items())) if fields else ())
+
+    def record_sorted(self, now_ms: int, node: str, name: str, fields: tuple[tuple[str, Any], ...]) -> TraceEntry:
+        """``record`` for callers on the hot path whose ``(name, value)`` pairs are already sorted by name."""
+        entry = _new_entry((now_ms, node, name, fields))
         self.entries.append(entry)
-        for listener in self.listeners:
-            listener(entry)
+        if self.listeners:
+            for listener in self.listeners:
+                listener(entry)
         return entry
 
     def record_events(self, now_ms: int, node: str, events: Iterable[TraceEvent]) -> None:
         for event in events:
-            self.record(now_ms, node, event.name, event.fields)
+            fields = event.fields
+            self.record_sorted(now_ms, node, event.name, tuple(sorted(fields.items())) if fields else ())
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -83,13 +138,18 @@ class Trace:
         return [e for e in self.entries if e.name == name and (node is None or e.node == node)]
 
     def lines(self) -> Iterator[str]:
-        for entry in self.entries:
-            fields = {name: plain(value) for name, value in entry.fields}
-            yield json.dumps([entry.now_ms, entry.node, entry.name, fields], sort_keys=True, separators=(",", ":"))
+        return map(entry_line, self.entries)
 
     def serialize(self) -> bytes:
         """JSON lines, one entry per line; byte-identical for identical runs."""
         return "".join(line + "\n" for line in self.lines()).encode()
 
     def digest(self) -> str:
-        return hashlib.sha256(self.serialize()).hexdigest()
+        """sha256 of ``serialize()``."""
+        entries = self.entries
+        if self._hashed > len(entries):  # not append-only after all: start again
+            self._hash, self._hashed = hashlib.sha256(), 0
+        if self._hashed < len(entries):
+            self._hash.update("".join(entry_line(e) + "\n" for e in entries[self._hashed:]).encode())
+            self._hashed = len(entries)
+        return self._hash.copy().hexdigest()
