@@ -74,18 +74,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                       faults=args.faults, duration_s=args.duration)
     except ScenarioError as exc:  # unknown experiment, bad TOML, or something the simulator does not model
         raise usage_error(exc.message) from None
+    written = time.perf_counter()
     folder = write_folder(run, args.out)
+    written_s = time.perf_counter() - written
     if args.json:
         print_json(run.results)
     else:
         summary = (folder / "summary.txt").read_text() if (folder / "summary.txt").is_file() else ""
         print("\n".join(line for line in summary.rstrip().splitlines() if not line.startswith("replay:")).rstrip())
         print(f"\n{'AS EXPECTED' if run.as_expected else 'NOT AS EXPECTED'}: {run.kind} {run.name} seed {run.seed}"
-              f" ({run.virtual_ms / 1000:.1f} s simulated in {run.wall_s:.2f} s)")
+              f" ({run.speed_line()})")
         if run.problem:
             print(f"problem: {run.problem.splitlines()[0]}")
         files = sorted(p.name for p in folder.iterdir())
-        print(f"run folder: {folder} ({', '.join(files)})")
+        print(f"run folder: {folder} ({', '.join(files)}; written in {written_s:.2f} s)")
         print(f"replay: {run.replay_command()}")
     return EXIT_OK if run.as_expected else EXIT_FAILED
 
