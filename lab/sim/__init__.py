@@ -4,11 +4,14 @@ One thread, no asyncio: a heap of events over a virtual clock (``scheduler``), a
 seeded latency and faults (``network``), nodes that drive cores over in-memory disks, with a
 graceful stop that runs the broker's real controlled shutdown (``node``), a cluster that ties
 them together with a trace and invariants checked after every event (``cluster``,
-``invariants``), the real controller and broker cores (``cores``) and a tiny script client
-(``client``). A seed fixes everything: the same seed gives a byte-identical trace and history.
+``invariants``), the real controller and broker cores (``cores``) and a script client for tests
+and admin calls (``client``). A seed fixes everything: the same seed gives a byte-identical
+trace and history.
 
-Failover scenarios: callback-driven producers and consumers recorded in a ``lab.history``
-history on the virtual clock (``workload``), a step language for faults (``steps``), scenarios
+Failover scenarios: the real producer (client/producer's accumulator, sender and idempotence
+cores with the real metadata cache, driven as the asyncio facade drives them:
+``producer_actor``) and callback-driven consumers, recorded in a ``lab.history`` history on the
+virtual clock (``workload``), a step language for faults (``steps``), scenarios
 as data (``catalog``, run by ``failover``, judged by ``verdict`` with ``lab.checker``), the
 lab's TOML experiment scenarios on the simulator (``experiments``), and the registry that
 ``python -m lab.sim`` and the seed sweeps run (``scenarios``).

@@ -5,8 +5,9 @@ controller: hard kill, pause past the session timeout (zombie leader), two of th
 down, acks=1 loss, clean and hard bounces, a rolling restart, a network partition isolating
 the leader, a controller crash, power loss of one broker and of all brokers with per-batch
 flush and without. The default setup is REFERENCE's: RF 3, min ISR 2, acks=all, unclean
-election off, session timeout 1 s, a producer without idempotence (``max.in.flight=1``) and a
-live consumer; anything a scenario leaves out is that.
+election off, session timeout 1 s, the real producer with Kafka's defaults (idempotent, five
+requests in flight, linger 5 ms; lab/sim/producer_actor.py) and a live consumer; anything a
+scenario leaves out is that.
 
 Every scenario waits for full ISRs before its first fault: what it then proves depends on it
 (with a lossy network, a broker may have been fenced out of an ISR just before).
@@ -93,7 +94,9 @@ CATALOG: list[dict[str, Any]] = [
             "start a",
             "await in-isr a",
             "window open one-back",
-            "wait 500..1500",
+            # Longer than the producer's longest backoff (800 ms + 20 % jitter before its 1500 ms
+            # delivery timeout ends a batch): the queued batches go when it ends.
+            "wait 1200..2000",
             "window close one-back",
             "start b",
             "await in-isr b",

@@ -13,11 +13,11 @@ a history with the same shape and the same ``meta`` as a real run. ``python -m l
 
 What the simulator does not model is refused with a clear error rather than faked
 (``check_supported``): faults aimed at consumers that read by assignment (only group members are
-processes of their own here). Differences, on purpose: producers keep one request in flight
-(``max.in.flight`` 1; the promise is judged with the scenario's own setting, which only
-tolerates more); faults run one after the other in time order, so a fault whose start or heal
-waits (a restart waits until the broker is ready, a consumer's clean close until it has left
-the group) delays the ones due meanwhile.
+processes of their own here). The producers are the real client producer with the workload's
+settings (``producer_actor``: acks, idempotence, max.in.flight, linger, timeouts), keyed and
+paced as the real workload's. Differences, on purpose: faults run one after the other in time
+order, so a fault whose start or heal waits (a restart waits until the broker is ready, a
+consumer's clean close until it has left the group) delays the ones due meanwhile.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from .failover import FAILOVER_BROKER_CONFIG, record_events
 from .group_consumer import MemberSpec, member_factory, member_stop
 from .invariants import InvariantSuite, replication_checks
 from .nemesis import SimNemesis
+from .producer_actor import FACADE_PIPELINE_MIN_BYTES, ProducerSpec, SimProducer
 from .scenarios import network_for
 from .scheduler import SimulationError, derive_seed
 from .steps import StepContext
-from .workload import ProducerSpec, SimConsumer, SimHistory, SimProducer, Workload
+from .workload import SimConsumer, SimHistory, Workload
 
 # The node settings every experiment runs with (lab/experiment/runner.py NODE_DEFAULTS).
 NODE_DEFAULTS = {**FAILOVER_BROKER_CONFIG, "replica.lag.time.max.ms": "3000"}
@@ -127,20 +128,19 @@ def _run(run: SimExperiment) -> None:
     history.meta["initial_leaders"] = {
         p: (view[0], _epoch(context, p)) for p in range(topic.partitions) if (view := context.partition_view(p))}
     workload = Workload(history)
-    # Each producer process is one lane per partition, each with one request in flight: a real
-    # producer's batches to different brokers do not wait for each other (a paused broker must
-    # not stall the load on the others).
-    lane_rate = load.rate / max(load.producers, 1) / max(topic.partitions, 1)
+    # The real producer with the settings lab/experiment/workload.py gives the facade (its
+    # defaults for the rest), keyed values at the scenario's rate.
+    idempotent = False
     for index in range(load.producers):
-        for partition in range(topic.partitions):
-            spec = ProducerSpec(name=f"producer-{index + 1}", acks=-1 if load.acks in ("all", "-1") else int(load.acks),
-                                rate_per_s=lane_rate, min_batch=1, max_batch=100, partition=partition,
-                                request_timeout_ms=load.request_timeout_ms,
-                                delivery_timeout_ms=load.delivery_timeout_ms, timeout_ms=load.request_timeout_ms)
-            lane = f"p{partition}"
-            workload.producers[f"{spec.name}-{lane}"] = SimProducer(
-                cluster, history, topic.name, [partition], spec, brokers,
-                cluster.scheduler.child_random("producer", spec.name, lane), cluster.acknowledge, lane=lane)
+        spec = ProducerSpec(name=f"producer-{index + 1}", acks=-1 if load.acks in ("all", "-1") else int(load.acks),
+                            idempotence=bool(load.idempotence), max_in_flight=load.max_in_flight,
+                            linger_ms=load.linger_ms, request_timeout_ms=load.request_timeout_ms,
+                            delivery_timeout_ms=load.delivery_timeout_ms, pipeline_min_bytes=FACADE_PIPELINE_MIN_BYTES,
+                            rate_per_s=load.rate / max(load.producers, 1), keys=load.keys, value_bytes=load.value_bytes)
+        idempotent = spec.effective_idempotence
+        workload.producers[spec.name] = SimProducer(
+            cluster, history, topic.name, range(topic.partitions), spec, brokers,
+            cluster.scheduler.child_random("producer", spec.name), cluster.acknowledge)
     members: list[MemberSpec] = []
     for index in range(load.consumers):
         name = f"consumer-{index + 1}"
@@ -174,7 +174,7 @@ def _run(run: SimExperiment) -> None:
         scenario=scenario.name, description=scenario.description, target="sim", seed=seed,
         duration_s=scenario.duration_s, run_id=f"sim-{scenario.name}-{seed}", started_at=None,
         cluster={"brokers": scenario.cluster.brokers, "config": config}, topic=vars(topic),
-        workload={**vars(load), "idempotence_effective": False, "max_in_flight_effective": 1},
+        workload={**vars(load), "idempotence_effective": idempotent},
         faults=scenario.raw_faults, expect=vars(scenario.expect), notes=run.notes,
         trace_sha256=cluster.trace.digest())
     run.analysis = report.analyze(history)[0]

@@ -35,10 +35,11 @@ from lab.experiment.logevents import KEEP
 from .cluster import SimCluster
 from .cores import ClusterSpec, wait_ready
 from .network import NetworkConfig
+from .producer_actor import ProducerSpec, SimProducer
 from .scheduler import SimulationError
 from .steps import Step, StepContext, draw, run_steps
 from .verdict import Evidence, Expect, Verdict, judge
-from .workload import ProducerSpec, SimConsumer, SimHistory, SimProducer, Workload, history_bytes
+from .workload import SimConsumer, SimHistory, Workload, history_bytes
 
 # Fast failure detection, as the real-process failover tests configure it.
 FAILOVER_BROKER_CONFIG = {
@@ -114,9 +115,12 @@ class FailoverScenario:
         acks = sorted({p.acks for p in self.producers}, key=lambda a: {-1: 2, 1: 1, 0: 0}[a])[0]
         min_isr = self.topic.configs.get("min.insync.replicas", self.broker_config.get("min.insync.replicas", "2"))
         unclean = str(self.topic.configs.get("unclean.leader.election.enable", "false")).lower() == "true"
+        # Idempotence only when every producer has it (the verdict holds each idempotent one to
+        # no duplicates and in-order sends on its own).
+        idempotence = all(p.effective_idempotence for p in self.producers)
         return Promise(acks="all" if acks == -1 else str(acks), min_insync_replicas=int(min_isr),
-                       replication_factor=self.topic.replication_factor, idempotence=False,
-                       unclean_leader_election=unclean, max_in_flight=1)
+                       replication_factor=self.topic.replication_factor, idempotence=idempotence,
+                       unclean_leader_election=unclean, max_in_flight=max(p.max_in_flight for p in self.producers))
 
 
 @dataclass
