@@ -41,7 +41,7 @@ class SimCluster:
         self.trace = Trace()
         self.network = SimNetwork(
             self.scheduler, network or NetworkConfig(), self.scheduler.child_random("network"), self._record,
-            self._record_sorted,
+            self.trace.record_sorted,
         )
         self.nodes: dict[str, SimNode] = {}
         self.clients: dict[str, SimClient] = {}
@@ -160,9 +160,6 @@ class SimCluster:
 
     def _record(self, node: str, name: str, fields: dict[str, Any]) -> None:
         self.trace.record(self.scheduler.now_ms, node, name, fields)
-
-    def _record_sorted(self, node: str, name: str, fields: tuple[tuple[str, Any], ...]) -> None:
-        self.trace.record_sorted(self.scheduler.now_ms, node, name, fields)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -85,9 +85,14 @@ class Look:
 
 
 class Check:
-    """One invariant of the suite: ``check(cluster, look)`` raises InvariantViolation."""
+    """One invariant of the suite: ``check(cluster, look)`` raises InvariantViolation.
+
+    ``every_entry``: the check reads ``look.entries`` (every new trace entry), so a new entry
+    alone is a change for it; the checks below read only ``look.events`` and set it False.
+    """
 
     __name__ = "check"
+    every_entry = True
 
     def check(self, cluster: SimCluster, look: Look) -> None:
         raise NotImplementedError
@@ -104,40 +109,50 @@ class Looker:
     """Turns the cluster's state into a ``Look`` at what changed since the previous call."""
 
     def __init__(self) -> None:
-        self._marks: dict[str, tuple[int, int]] = {}
+        # broker -> SimNode.runs when last looked at (every start runs the core, so a new
+        # incarnation always has a new count).
+        self._marks: dict[str, int] = {}
         self._seen_entries = 0
         self._controller_mark: tuple[int, int] | None = None
         self._brokers: list[tuple[str, Any]] = []  # the cluster's broker nodes, as of _node_count nodes
         self._node_count = -1
 
     def look(self, cluster: SimCluster) -> Look:
+        return self.look_if_changed(cluster, True) or Look([], [], None, [])
+
+    def look_if_changed(self, cluster: SimCluster, every_entry: bool) -> Look | None:
+        """A ``Look``, or None when nothing changed (a new trace entry counts only if
+        ``every_entry`` or it is one of ``NOTABLE_EVENTS``)."""
         changed, down = [], []
         marks = self._marks
-        if len(cluster.nodes) != self._node_count:  # nodes are only ever added
-            self._node_count = len(cluster.nodes)
-            self._brokers = [(name, node) for name, node in cluster.nodes.items() if name.startswith("broker-")]
+        nodes = cluster.nodes
+        if len(nodes) != self._node_count:  # nodes are only ever added
+            self._node_count = len(nodes)
+            self._brokers = [(name, node) for name, node in nodes.items() if name.startswith("broker-")]
         for name, node in self._brokers:
             core = node.core
             if core is None:
                 if name in marks:
                     del marks[name]
                     down.append(name)
-                continue
-            mark = (node.incarnation, node.runs)
-            if marks.get(name) != mark:
-                marks[name] = mark
+            elif marks.get(name) != node.runs:
+                marks[name] = node.runs
                 changed.append((name, core))
         entries = cluster.trace.entries
-        fresh = entries[self._seen_entries:] if len(entries) > self._seen_entries else []
+        seen = self._seen_entries
+        fresh = entries[seen:] if len(entries) > seen else []
         self._seen_entries = len(entries)
         controller = None
-        node = cluster.nodes.get("controller")
+        node = nodes.get("controller")
         if node is not None and node.core is not None:
             mark = (node.incarnation, node.core.state.applied_records)
             if mark != self._controller_mark:
                 self._controller_mark = mark
                 controller = node.core
-        return Look(changed, fresh, controller, down)
+        look = Look(changed, fresh, controller, down)
+        if not (changed or down or controller is not None or (fresh and (every_entry or look.events))):
+            return None
+        return look
 
 
 class InvariantSuite:
@@ -150,12 +165,15 @@ class InvariantSuite:
         self.checks = checks
         self._looker = Looker()
         self._acks = 0
+        self._every_entry = any(getattr(check, "every_entry", True) for check in checks)
 
     def __call__(self, cluster: SimCluster) -> None:
-        look = self._looker.look(cluster)
+        look = self._looker.look_if_changed(cluster, self._every_entry)
         acks = len(cluster.acknowledged)
-        if look.empty and acks == self._acks:
-            return
+        if look is None:
+            if acks == self._acks:
+                return
+            look = Look([], [], None, [])
         self._acks = acks
         for check in self.checks:
             try:
@@ -175,6 +193,7 @@ class SingleLeaderPerEpoch(Check):
     """
 
     __name__ = "single_leader_per_epoch"
+    every_entry = False
 
     def __init__(self) -> None:
         self.leaders: dict[tuple[str, int, int], tuple[int, str]] = {}
@@ -231,6 +250,7 @@ class LeaderEpochsMonotonic(Check):
     restarts included), in each broker's image and in each broker's roles (per incarnation)."""
 
     __name__ = "leader_epochs_monotonic"
+    every_entry = False
 
     def __init__(self) -> None:
         self.controller_epochs: dict[tuple[str, int], int] = {}
@@ -285,6 +305,7 @@ class HighWatermarkMonotonicWithinEpoch(Check):
     (a new leader may start lower than its predecessor ended: that is a new epoch)."""
 
     __name__ = "high_watermark_monotonic_within_epoch"
+    every_entry = False
 
     def __init__(self) -> None:
         self.high_watermarks: dict[tuple[TopicPartition, int], tuple[int, str]] = {}
@@ -337,6 +358,7 @@ class AcknowledgedOnEveryIsrMember(Check):
     """
 
     __name__ = "acknowledged_on_every_isr_member"
+    every_entry = False
 
     def __init__(self) -> None:
         self._acked: dict[TopicPartition, list[tuple[int, bytes, int]]] = {}  # tp -> (offset, value, sent_ms)
@@ -495,6 +517,7 @@ class LogEndOffsetsMonotonic(Check):
     """
 
     __name__ = "log_end_offsets_monotonic"
+    every_entry = False
 
     def __init__(self) -> None:
         self.log_end_offsets: dict[tuple[str, TopicPartition], int] = {}
@@ -530,6 +553,7 @@ class HighWatermarkWithinLog(Check):
     """``log_start_offset <= high_watermark <= log_end_offset`` on every replica."""
 
     __name__ = "high_watermark_within_log"
+    every_entry = False
 
     def check(self, cluster: SimCluster, look: Look) -> None:
         for name, core in look.changed:

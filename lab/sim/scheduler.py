@@ -83,7 +83,8 @@ class Scheduler:
     def at(self, due_ms: int, callback: Callable[..., Any], *args: Any, label: str = "") -> Timer:
         """Run ``callback(*args)`` at ``due_ms`` (never in the past: clamped to now)."""
         self._seq = seq = self._seq + 1
-        due_ms = int(due_ms)
+        if type(due_ms) is not int:
+            due_ms = int(due_ms)
         if due_ms < self.now_ms:
             due_ms = self.now_ms
         timer = Timer(due_ms, seq, callback, args, label)
@@ -91,7 +92,8 @@ class Scheduler:
         return timer
 
     def after(self, delay_ms: int, callback: Callable[..., Any], *args: Any, label: str = "") -> Timer:
-        delay_ms = int(delay_ms)
+        if type(delay_ms) is not int:
+            delay_ms = int(delay_ms)
         return self.at(self.now_ms + (delay_ms if delay_ms > 0 else 0), callback, *args, label=label)
 
     def next_due_ms(self) -> int | None:
