@@ -75,12 +75,17 @@ class Look:
     def empty(self) -> bool:
         return not (self.changed or self.entries or self.controller is not None or self.down)
 
-    def logs(self, name: str, core: Any) -> list[tuple[TopicPartition, Any]]:
-        """A changed broker's ``(tp, log)`` pairs in partition order, read once for every check."""
+    def logs(self, name: str, core: Any) -> Any:
+        """A changed broker's ``(tp, log)`` pairs, read once for every check."""
         logs = self._logs.get(name)
         if logs is None:
             manager = core.log_manager
-            logs = self._logs[name] = [(tp, log) for tp in manager.partitions() if (log := manager.get(tp)) is not None]
+            table = getattr(manager, "_logs", None)  # its own table: partitions() sorts it every call
+            if isinstance(table, dict):
+                logs = self._logs[name] = table.items()
+            else:
+                logs = self._logs[name] = [(tp, log) for tp in manager.partitions()
+                                           if (log := manager.get(tp)) is not None]
         return logs
 
 
