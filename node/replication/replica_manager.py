@@ -235,7 +235,13 @@ class ReplicaManager:
             for broker_id in proposal.new_isr:
                 if broker_id not in leader.isr:
                     self._ineligible_until_ms[broker_id] = now_ms + self.config.retry_backoff_max_ms
-        leader.clear_pending()
+            # Only this answer says the proposal was not applied and our partition epoch is
+            # current: back to the committed ISR (Kafka's handleAlterPartitionError).
+            leader.clear_pending()
+        # Any other final error (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH, ...) may answer a
+        # retry of a proposal the controller applied on an attempt whose answer was lost: keep
+        # the maximal ISR for the high watermark until the journal brings the next state, or
+        # acks=all could be answered without a replica the controller counts in the ISR.
         fx.event("IsrChangeRejected", topic=tp.topic, partition=tp.partition, new_isr=list(proposal.new_isr),
                  partition_epoch=proposal.partition_epoch, error=outcome.error_code,
                  error_message=outcome.error_message)

@@ -196,6 +196,50 @@ def test_a_stale_isr_proposal_is_dropped_and_the_journal_wins() -> None:
     assert leader.isr == [1, 3] and not leader.is_pending
 
 
+def test_a_retried_expansion_refused_as_stale_keeps_the_maximal_isr() -> None:
+    """The controller applies an ISR expansion but its answer is lost, and so is the journal
+    on its way to the leader; the leader's retry (same proposal, old partition epoch) gets
+    INVALID_UPDATE_VERSION. That does not say the change was not applied: the leader keeps
+    waiting for the new member until the journal says, so acks=all is never answered without a
+    replica the controller has in the ISR (found by the simulator, power-loss-leader seed 448)."""
+    c = cluster(**{"replica.lag.time.max.ms": "1000"})
+    lagging = c.hold(fetch_from(3))
+    c.hold(alter_partition)
+    c.produce("orders", 0, batch(b"a"), acks=1)
+    c.advance(1_600)
+    c.deliver(c.take(alter_partition))  # shrink to [1, 2], partition epoch 1
+    assert c.partition("orders").isr == [1, 2]
+    journal_to_leader = c.hold(lambda e: e.rpc == "FetchMetadataRecords" and e.is_response and e.dst == "broker-1")
+    answer_to_leader = c.hold(lambda e: e.rpc == "AlterPartition" and e.is_response)
+    c.unhold(lagging)  # broker 3 catches up: the leader proposes [1, 2, 3] on partition epoch 1
+    [expand] = c.take(alter_partition)
+    c.deliver([expand])
+    assert (c.partition("orders").isr, c.partition("orders").partition_epoch) == ([1, 2, 3], 2)  # applied
+    [lost] = c.take(answer_to_leader)
+    c.deliver([Envelope(lost.src, lost.dst, lost.rpc, None, lost.request_id, True, "DEADLINE_EXCEEDED: lost")])
+    c.advance(1_000)  # the retry, still based on partition epoch 1
+    retries = c.take(alter_partition)
+    assert [list(p.new_isr) for r in retries for p in r.message.partitions] == [[1, 2, 3]]
+    c.deliver(retries)
+    [refused] = c.take(answer_to_leader)
+    assert refused.message.partitions[0].error_code == ErrorCode.INVALID_UPDATE_VERSION
+    c.deliver([refused])
+    leader = c.core(LEADER).replica_manager.leaders[TopicPartition("orders", 0)]
+    assert leader.is_pending and leader.partition_epoch == 1
+    # Broker 3 stops fetching; an acks=all write must wait for it (it is in the ISR).
+    c.hold(fetch_from(3))
+    c.advance(200)
+    request = c.produce("orders", 0, batch(b"b"), acks=-1)
+    c.advance(100)
+    assert c.answer(request) is None
+    assert c.log(LEADER, "orders").high_watermark == 1
+    # The journal arrives: the committed ISR [1, 2, 3] replaces the pending one.
+    c.unhold(journal_to_leader)
+    c.advance(50)
+    assert (leader.isr, leader.partition_epoch, leader.is_pending) == ([1, 2, 3], 2, False)
+    assert c.answer(request) is None
+
+
 def test_a_zombie_leaders_unreplicated_tail_is_truncated_by_leader_epoch() -> None:
     c = cluster()
     assert c.answer(c.produce("orders", 0, batch(b"c0", b"c1", b"c2"), acks=-1)).error_code == 0
