@@ -138,6 +138,34 @@ def test_a_clean_stop_moves_leadership_away_before_the_broker_exits() -> None:
     assert not cluster.trace.named("LogRecovered", leader)
 
 
+def test_a_read_back_waits_for_a_new_leaders_high_watermark_to_reach_its_log_end() -> None:
+    """A leader elected a moment ago serves only up to its own high watermark, which trails the
+    committed end until a follower fetches from it in the new epoch. fetch_all stopped at the first
+    high watermark it saw, so a read-back right after a leadership move missed acknowledged
+    records that every replica held (rolling-restart seed 561 --faults: unseen=16)."""
+    cluster = ready_cluster(21)
+    client = cluster.client()
+    client.create_topic("events", partitions=1, replication_factor=3)
+    tp = TopicPartition("events", 0)
+    brokers = ["broker-1", "broker-2", "broker-3"]
+    assert client.wait_until(lambda: all(cluster.core(b).log_manager.get(tp) is not None for b in brokers), 2_000)
+    leader = client.wait_for_leader("events", 0)
+    assert client.produce("events", 0, values("v", 5), acks=-1).error_code == ErrorCode.NONE
+    # The followers hold all five records but never hear that the high watermark passed them:
+    # the brokers cannot reach each other until 300 ms after the leader has handed over.
+    for a in brokers:
+        for b in brokers:
+            if a < b:
+                cluster.network.cut(a, b)
+    cluster.stop(leader)  # controlled shutdown: leadership moves to a follower
+    cluster.scheduler.after(300, cluster.network.heal)
+    new_leader = client.wait_for_leader("events", 0)
+    log = cluster.core(new_leader).log_manager.get(tp)
+    assert new_leader != leader and log.high_watermark < log.log_end_offset == 5
+    assert [r.value for r in client.fetch_all("events", 0)] == values("v", 5)
+    assert log.high_watermark == 5
+
+
 def test_a_clean_stop_without_a_controller_gives_up_at_its_timeout_and_still_closes_cleanly() -> None:
     cluster = ready_cluster(13, broker_config={"controlled.shutdown.timeout.ms": "700"})
     client = cluster.client()
