@@ -23,6 +23,10 @@ RETRY = frozenset({ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABL
                    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.NETWORK_EXCEPTION, ErrorCode.REQUEST_TIMED_OUT})
 EARLIEST, LATEST = -2, -1
 
+LIST_OFFSETS_TIMEOUT_MS = 10_000  # Kafka's default.api.timeout.ms is 60 s; a CLI answers sooner
+RETRY_BACKOFF_S = 0.1  # retry.backoff.ms
+RETRY_BACKOFF_MAX_S = 1.0  # retry.backoff.max.ms
+
 
 @dataclass(frozen=True)
 class GroupListing:
@@ -103,7 +107,7 @@ class GroupAdmin:
             if loop.time() >= deadline:
                 raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE,
                                  f"no coordinator for group {group_id!r}: {last or 'no broker answered'}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(RETRY_BACKOFF_S)
             await self.link.refresh_metadata(None)
 
     async def _call(self, group_id: str, rpc: str, request, error_of) -> tuple[object, int, str]:
@@ -121,7 +125,7 @@ class GroupAdmin:
                 if response is None:
                     raise KafkaError(code, f"{rpc} for group {group_id!r} to {address} failed")
                 return response, coordinator_id, address
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(RETRY_BACKOFF_S)
 
     # ---- list / describe -------------------------------------------------------------------
 
@@ -204,9 +208,25 @@ class GroupAdmin:
             out[group_id] = KafkaError(result.error_code, result.error_message) if result.error_code else None
         return out
 
-    async def list_offsets(self, specs: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    async def list_offsets(self, specs: Mapping[TopicPartition, int],
+                           timeout_ms: int = LIST_OFFSETS_TIMEOUT_MS) -> dict[TopicPartition, int]:
         """ListOffsets at each partition's leader: -2 earliest (log start), -1 latest (high
-        watermark), else the first offset with a timestamp at or after it (-1 if none)."""
+        watermark), else the first offset with a timestamp at or after it (-1 if none).
+        Retriable errors (a leader that moved, OFFSET_NOT_AVAILABLE just after an election) are
+        asked again with fresh metadata and a doubling back-off until ``timeout_ms``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        backoff_s = RETRY_BACKOFF_S
+        while True:
+            try:
+                return await self._list_offsets_once(specs)
+            except KafkaError as exc:
+                if not exc.retriable or loop.time() + backoff_s > deadline:
+                    raise
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+
+    async def _list_offsets_once(self, specs: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         topics = sorted({tp.topic for tp in specs})
         await self.link.refresh_metadata(topics)
         by_leader: dict[int, list[TopicPartition]] = {}

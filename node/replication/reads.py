@@ -156,6 +156,15 @@ class FetchReader:
                 out.error_code, out.error_message = error, message
                 continue
             out.leader_epoch = leader.leader_epoch
+            if not is_follower and leader.epoch_start_offset > log.high_watermark:
+                # KIP-207: a leader elected a moment ago has not heard the high watermark yet
+                # (it moves once a follower fetches in the new epoch); "latest" now would go
+                # back in time. Retriable: the client asks again after a back-off.
+                out.error_code = ErrorCode.OFFSET_NOT_AVAILABLE
+                out.error_message = (f"the high watermark {log.high_watermark} of {query.topic}-{query.partition} "
+                                     f"trails the start offset {leader.epoch_start_offset} of leader epoch "
+                                     f"{leader.leader_epoch}: ask again shortly")
+                continue
             visible_end = log.log_end_offset if is_follower else log.high_watermark
             if query.timestamp_ms == EARLIEST_TIMESTAMP:
                 out.offset = log.log_start_offset

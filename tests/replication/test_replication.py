@@ -240,6 +240,36 @@ def test_a_retried_expansion_refused_as_stale_keeps_the_maximal_isr() -> None:
     assert c.answer(request) is None
 
 
+def test_list_offsets_says_offset_not_available_until_a_new_leader_knows_its_high_watermark() -> None:
+    """KIP-207: right after an election the new leader's high watermark may trail the start of
+    its epoch (followers learn the high watermark from later fetch answers); "latest" would then
+    go back in time, so it answers OFFSET_NOT_AVAILABLE (retriable) until a follower fetches."""
+    c = cluster()
+    lagging = c.hold(fetched_by(2))
+    assert c.answer(c.produce("orders", 0, batch(b"a", b"b", b"c"), acks=1)).error_code == 0
+    c.unhold(lagging)  # broker 2 gets the records ...
+    c.hold(fetched_by(2))  # ... but not the next answer, which would carry the high watermark 3
+    c.advance(600)
+    assert c.log(LEADER, "orders").high_watermark == 3 and c.log(2, "orders").log_end_offset == 3
+    assert c.log(2, "orders").high_watermark < 3
+    c.hold(fetch_from(3))  # and nobody fetches from the new leader for now
+    c.kill(LEADER)
+    c.advance(1_500)
+    assert c.leader("orders") == 2
+
+    def latest() -> broker_pb2.ListOffsetsPartitionResponse:
+        [answer] = c.call("broker-2", "ListOffsets", broker_pb2.ListOffsetsRequest(replica_id=-1, partitions=[
+            broker_pb2.ListOffsetsPartition(topic="orders", partition=0, timestamp_ms=-1,
+                                            current_leader_epoch=-1)])).partitions
+        return answer
+
+    assert latest().error_code == ErrorCode.OFFSET_NOT_AVAILABLE
+    c.release_holds()
+    c.advance(600)  # broker 3 fetches in the new epoch: the high watermark reaches 3
+    answer = latest()
+    assert (answer.error_code, answer.offset) == (0, 3)
+
+
 def test_a_zombie_leaders_unreplicated_tail_is_truncated_by_leader_epoch() -> None:
     c = cluster()
     assert c.answer(c.produce("orders", 0, batch(b"c0", b"c1", b"c2"), acks=-1)).error_code == 0
