@@ -235,14 +235,7 @@ class SimNemesis:
             self._record("fault", "partition", node, role=fault.spec.target, peers=peers, rule="drop all")
         for node, peer in cuts:
             network.cut(node, peer)
-
-        def restore() -> None:
-            for node, peer in cuts:
-                network.uncut(node, peer)
-            for node in fault.nodes:
-                self._record("heal", "clear-link-faults", node, role=fault.spec.target)
-
-        fault.heal = restore
+        self._heal_links_with(fault, cuts, network.uncut)
 
     def _slow(self, fault: _Active) -> None:
         """The FaultService's slow rule on each node towards each peer: every call between them,
@@ -260,14 +253,18 @@ class SimNemesis:
                          rule=f"delay {delay_ms}+{jitter_ms} ms, loss {loss:g}")
         for src, dst in links:
             network.slow_link(src, dst, delay_ms, jitter_ms, loss)
+        self._heal_links_with(fault, links, network.clear_slow_link)
 
-        def clear() -> None:
+    def _heal_links_with(self, fault: _Active, links: list[tuple[str, str]], undo) -> None:
+        """The heal undoes every link rule, then records one heal per node (the FaultService's clear)."""
+
+        def heal() -> None:
             for src, dst in links:
-                network.clear_slow_link(src, dst)
+                undo(src, dst)
             for node in fault.nodes:
                 self._record("heal", "clear-link-faults", node, role=fault.spec.target)
 
-        fault.heal = clear
+        fault.heal = heal
 
     def _clock_skew(self, fault: _Active) -> None:
         skew_ms = round(float(_seconds(fault.spec.args.get("skew", "30s"))) * 1000)
