@@ -181,3 +181,35 @@ class MetadataCache:
     def brokers(self) -> dict[int, str]:
         """Broker id -> "host:port" for every broker the last response listed."""
         return {broker_id: b.address for broker_id, b in sorted(self._brokers.items())}
+
+
+# A Metadata call silent this long gets a second one to the next candidate (first answer wins).
+METADATA_HEDGE_MS = 250
+# A broker whose Metadata call failed goes to the end of the candidates for this long.
+FAILED_ADDRESS_MEMORY_MS = 5_000
+
+
+class MetadataBrokerOrder:
+    """Whom to ask for metadata, in order: the known brokers (a different one first each time),
+    then the bootstrap addresses; those whose Metadata call failed within
+    ``FAILED_ADDRESS_MEMORY_MS`` go last. Pure, for the gRPC link and the simulator alike."""
+
+    def __init__(self, bootstrap: Iterable[str]) -> None:
+        self.bootstrap = list(bootstrap)
+        self._next_broker = 0
+        self._failed_at: dict[str, int] = {}  # address -> when a Metadata call to it last failed
+
+    def candidates(self, known: list[str], now_ms: int) -> list[str]:
+        if known:
+            start = self._next_broker % len(known)
+            self._next_broker += 1
+            known = known[start:] + known[:start]
+        candidates = list(dict.fromkeys(known + self.bootstrap))
+        failed = {a for a, at in self._failed_at.items() if now_ms - at < FAILED_ADDRESS_MEMORY_MS}
+        return [a for a in candidates if a not in failed] + [a for a in candidates if a in failed]
+
+    def answered(self, address: str) -> None:
+        self._failed_at.pop(address, None)
+
+    def failed(self, address: str, now_ms: int) -> None:
+        self._failed_at[address] = now_ms

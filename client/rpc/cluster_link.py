@@ -21,7 +21,7 @@ from brokerlab.v1 import broker_pb2
 from brokerlab.v1.broker_pb2_grpc import BrokerServiceStub
 from brokerlab.v1.controller_pb2_grpc import ControllerServiceStub
 from brokerlab.v1.group_pb2_grpc import GroupServiceStub
-from client.metadata import MetadataCache
+from client.metadata import METADATA_HEDGE_MS, MetadataBrokerOrder, MetadataCache
 
 # Status codes for a whole request -> the Kafka code a client acts on.
 _STATUS_TO_ERROR = {
@@ -33,10 +33,6 @@ _STATUS_TO_ERROR = {
     grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNKNOWN_SERVER_ERROR,
 }
 _MAX_DETAIL_CHARS = 200
-# A Metadata call silent this long gets a second one to the next candidate (first answer wins).
-METADATA_HEDGE_MS = 250
-# A broker whose Metadata call failed goes to the end of the candidates for this long.
-FAILED_ADDRESS_MEMORY_MS = 5_000
 
 
 def _ignore_outcome(task: asyncio.Task) -> None:
@@ -83,8 +79,7 @@ class ClusterLink:
         self._controller_stubs: dict[str, ControllerServiceStub] = {}
         self._group_stubs: dict[str, GroupServiceStub] = {}
         self._refreshes: dict[tuple[str, ...] | None, asyncio.Future] = {}
-        self._next_broker = 0  # rotates the first broker asked for metadata
-        self._failed_at: dict[str, int] = {}  # address -> when a Metadata call to it last failed
+        self._broker_order = MetadataBrokerOrder(self.bootstrap)
         self._closed = False
 
     @staticmethod
@@ -209,16 +204,7 @@ class ClusterLink:
             await self.refresh_metadata(topics)
 
     def _metadata_candidates(self) -> list[str]:
-        """Known brokers (rotating the first), then bootstrap; recently failed ones go last."""
-        known = list(self.cache.brokers().values())
-        if known:
-            start = self._next_broker % len(known)
-            self._next_broker += 1
-            known = known[start:] + known[:start]
-        candidates = list(dict.fromkeys(known + self.bootstrap))
-        now_ms = self.now_ms()
-        failed = {a for a, at in self._failed_at.items() if now_ms - at < FAILED_ADDRESS_MEMORY_MS}
-        return [a for a in candidates if a not in failed] + [a for a in candidates if a in failed]
+        return self._broker_order.candidates(list(self.cache.brokers().values()), self.now_ms())
 
     async def _refresh(self, topics: tuple[str, ...] | None) -> broker_pb2.MetadataResponse:
         """Ask candidates one after another, hedged: one that is silent for METADATA_HEDGE_MS
@@ -240,11 +226,11 @@ class ClusterLink:
                     address = pending.pop(task)
                     exc = task.exception() if not task.cancelled() else KafkaError(ErrorCode.NETWORK_EXCEPTION, "cancelled")
                     if exc is None:
-                        self._failed_at.pop(address, None)
+                        self._broker_order.answered(address)
                         response = task.result()
                         self.cache.update(response, self.now_ms(), full=topics is None)
                         return response
-                    self._failed_at[address] = self.now_ms()
+                    self._broker_order.failed(address, self.now_ms())
                     errors.append(exc.message if isinstance(exc, KafkaError) else repr(exc))
         finally:
             for task in pending:

@@ -46,7 +46,7 @@ from brokerlab.errors import error_name
 from brokerlab.ids import TopicPartition
 from brokerlab.sansio import Effects, Envelope, RequestIds
 from brokerlab.v1 import broker_pb2
-from client.metadata import MetadataCache
+from client.metadata import METADATA_HEDGE_MS, MetadataBrokerOrder, MetadataCache
 from client.producer.accumulator import RecordAccumulator
 from client.producer.batch import ProducerBatch
 from client.producer.idempotence import MAX_IN_FLIGHT_FOR_IDEMPOTENCE, IdempotenceManager
@@ -57,9 +57,6 @@ from lab.history import DEFINITE_FAILURES, FAIL, INFO, OK, History, Send
 from .cores import SIM_PORT
 from .scheduler import Timer
 
-# client/rpc/cluster_link.py's (that module is the gRPC adapter, so the values are repeated here).
-METADATA_HEDGE_MS = 250
-FAILED_ADDRESS_MEMORY_MS = 5_000
 # The facade's defaults (client/producer/producer.py) where a ProducerSpec leaves them out.
 BUFFER_MEMORY = 32 * 1024 * 1024
 MAX_REQUEST_SIZE = 1024 * 1024
@@ -124,8 +121,7 @@ class SimClusterLink:
         self.bootstrap = list(bootstrap)
         self.cache = MetadataCache(metadata_max_age_ms)
         self._ids = RequestIds()
-        self._next_broker = 0
-        self._failed_at: dict[str, int] = {}
+        self._broker_order = MetadataBrokerOrder(self.bootstrap)
         self._round: dict[int, str] | None = None  # request id -> address, while a refresh runs
         self._candidates: list[str] = []
         self._request: broker_pb2.MetadataRequest | None = None
@@ -146,15 +142,7 @@ class SimClusterLink:
         self._launch()
 
     def _metadata_candidates(self) -> list[str]:
-        known = list(self.cache.brokers().values())
-        if known:
-            start = self._next_broker % len(known)
-            self._next_broker += 1
-            known = known[start:] + known[:start]
-        candidates = list(dict.fromkeys(known + self.bootstrap))
-        now = self.owner.scheduler.now_ms
-        failed = {a for a, at in self._failed_at.items() if now - at < FAILED_ADDRESS_MEMORY_MS}
-        return [a for a in candidates if a not in failed] + [a for a in candidates if a in failed]
+        return self._broker_order.candidates(list(self.cache.brokers().values()), self.owner.scheduler.now_ms)
 
     def _launch(self) -> None:
         if self._hedge is not None:
@@ -178,11 +166,11 @@ class SimClusterLink:
         address = self._round.pop(answer.request_id)
         now = self.owner.scheduler.now_ms
         if answer.transport_error is None:
-            self._failed_at.pop(address, None)
+            self._broker_order.answered(address)
             self.cache.update(answer.message, now, full=self._full)
             self._finish(True)
             return
-        self._failed_at[address] = now
+        self._broker_order.failed(address, now)
         self._launch()
 
     def _finish(self, ok: bool) -> None:
