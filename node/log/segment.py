@@ -8,6 +8,7 @@ All file access goes through the ``Disk`` port.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from typing import Iterator, Sequence
 
 from brokerlab.disk import Disk
@@ -65,6 +66,8 @@ class LogSegment:
         "bytes_since_last_index_entry",
         "rolling_base_ms",
         "_log_unsynced",
+        "_tail_bases",
+        "_tail_positions",
     )
 
     def __init__(self, disk: Disk, directory: str, base_offset: int, index_interval_bytes: int) -> None:
@@ -83,6 +86,11 @@ class LogSegment:
         # When the segment's age starts counting (its first append; the load time after a restart).
         self.rolling_base_ms: int | None = None
         self._log_unsynced = False
+        # Base offset and position of every batch from the last index entry to the end (None:
+        # unknown, after a load or truncation, until the next index entry): a read near the
+        # end starts at its batch instead of walking up to index.interval.bytes of headers.
+        self._tail_bases: list[int] | None = None
+        self._tail_positions: list[int] = []
 
     @classmethod
     def create(cls, disk: Disk, directory: str, base_offset: int, index_interval_bytes: int) -> "LogSegment":
@@ -93,6 +101,7 @@ class LogSegment:
             segment.size = 0
         segment.index.reset()
         segment.time_index.reset()
+        segment._tail_bases, segment._tail_positions = [], []
         return segment
 
     def path(self, suffix: str) -> str:
@@ -128,6 +137,10 @@ class LogSegment:
             self.index.append(base_offset, position)
             self.time_index.maybe_append(self.max_timestamp_ms, self.offset_of_max_timestamp)
             self.bytes_since_last_index_entry = 0
+            self._tail_bases, self._tail_positions = [base_offset], [position]
+        elif self._tail_bases is not None:
+            self._tail_bases.append(base_offset)
+            self._tail_positions.append(position)
         self.bytes_since_last_index_entry += size
 
     def on_inactive(self) -> None:
@@ -144,6 +157,7 @@ class LogSegment:
         self.max_timestamp_ms = -1
         self.offset_of_max_timestamp = -1
         self.bytes_since_last_index_entry = 0
+        self._tail_bases, self._tail_positions = [], []
         for position, header in batches:
             self._track(position, header.base_offset, header.last_offset, header.max_timestamp, header.size_bytes)
         if batches:
@@ -157,6 +171,7 @@ class LogSegment:
         file itself (a torn tail, offsets out of order): then the caller recovers from here.
         """
         self.rolling_base_ms = now_ms if self.size else None
+        self._tail_bases = None
         index = OffsetIndex.load(self.index.file, self.base_offset)
         if index is None or not self._points_at_batch(index):
             return self._load_by_full_walk()
@@ -248,7 +263,10 @@ class LogSegment:
         Usually one read call: the index lands within index.interval.bytes of the batch.
         """
         size = self.size
-        start = self.index.lookup(fetch_offset)
+        bases = self._tail_bases
+        i = bisect_right(bases, fetch_offset) - 1 if bases else -1
+        # Any batch boundary at or before the batch holding fetch_offset gives the same answer.
+        start = self._tail_positions[i] if i >= 0 else self.index.lookup(fetch_offset)
         want = min(size - start, self.index_interval_bytes + max(max_bytes, 0) + BATCH_HEADER_BYTES)
         buf = self.log.read(start, want)
         buf_start = start
@@ -321,6 +339,9 @@ class LogSegment:
         self.log.truncate(position)
         self.log.fsync()  # a truncation that a crash undoes would resurrect removed records
         self.size = position
+        if self._tail_bases is not None:  # still every batch from its first one to the new end
+            keep = bisect_right(self._tail_positions, position - 1)
+            del self._tail_bases[keep:], self._tail_positions[keep:]
         self.index.truncate_to_position(position)
         self._load_tail()
         self.time_index.truncate_to_offset(self.next_offset)
