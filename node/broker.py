@@ -163,19 +163,17 @@ class BrokerCore:
         return fx
 
     def next_deadline_ms(self) -> int | None:
-        due = [
-            d
-            for d in (
-                self.lifecycle.next_deadline_ms(),
-                self.replica_manager.next_deadline_ms(),
-                self.log_manager.next_deadline_ms(),
-                self.groups.next_deadline_ms(),
-                self.producer_ids.next_deadline_ms(),
-                self.delayed_answers.next_deadline_ms() if self.delayed_answers is not None else None,
-            )
-            if d is not None
-        ]
-        return min(due) if due else None
+        # Called after every step (driver contract): plain comparisons, no temporary lists.
+        due = self.lifecycle.next_deadline_ms()
+        for d in (self.replica_manager.next_deadline_ms(), self.log_manager.next_deadline_ms(),
+                  self.groups.next_deadline_ms(), self.producer_ids.next_deadline_ms()):
+            if d is not None and (due is None or d < due):
+                due = d
+        if self.delayed_answers is not None:
+            d = self.delayed_answers.next_deadline_ms()
+            if d is not None and (due is None or d < due):
+                due = d
+        return due
 
     # ------------------------------------------------------------------ controlled shutdown
 

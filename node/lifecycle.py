@@ -222,17 +222,19 @@ class BrokerLifecycle:
         fx.send(Envelope(broker_node(self.broker_id), CONTROLLER_NODE, rpc, message, request_id))
 
     def next_deadline_ms(self) -> int | None:
-        due = []
+        inflight = self._inflight
+        due = None
         if self.state is BrokerState.STARTING:
-            if self._inflight["RegisterBroker"] is None:
-                due.append(self._register_due_ms)
-        elif self._inflight["BrokerHeartbeat"] is None and self.state is not BrokerState.SHUTTING_DOWN:
-            due.append(self._heartbeat_due_ms)
-        if self._inflight["FetchMetadataRecords"] is None:
-            due.append(self._fetch_due_ms)
-        if self.registered and not self.cluster_id and self._inflight["DescribeCluster"] is None:
-            due.append(self._describe_due_ms)
-        return min(due) if due else None
+            if inflight["RegisterBroker"] is None:
+                due = self._register_due_ms
+        elif inflight["BrokerHeartbeat"] is None and self.state is not BrokerState.SHUTTING_DOWN:
+            due = self._heartbeat_due_ms
+        if inflight["FetchMetadataRecords"] is None and (due is None or self._fetch_due_ms < due):
+            due = self._fetch_due_ms
+        if (self.registered and not self.cluster_id and inflight["DescribeCluster"] is None
+                and (due is None or self._describe_due_ms < due)):
+            due = self._describe_due_ms
+        return due
 
     # ------------------------------------------------------------------ answers
 

@@ -75,10 +75,13 @@ class ReplicaManager:
         self.alter_partition.maybe_send(now_ms, fx)
 
     def next_deadline_ms(self) -> int | None:
-        due = [d for d in (self.fetches.next_deadline_ms(), self.produces.next_deadline_ms(),
-                           self.fetcher.next_deadline_ms(), self.alter_partition.next_deadline_ms(),
-                           self._next_isr_check_ms) if d is not None]
-        return min(due) if due else None
+        due = None
+        for d in (self.fetches.next_deadline_ms(), self.produces.next_deadline_ms(),
+                  self.fetcher.next_deadline_ms(), self.alter_partition.next_deadline_ms(),
+                  self._next_isr_check_ms):
+            if d is not None and (due is None or d < due):
+                due = d
+        return due
 
     # ------------------------------------------------------------------ roles
 
