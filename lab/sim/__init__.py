@@ -10,9 +10,11 @@ trace and history.
 
 Failover scenarios: the real producer (client/producer's accumulator, sender and idempotence
 cores with the real metadata cache, driven as the asyncio facade drives them:
-``producer_actor``) and callback-driven consumers, recorded in a ``lab.history`` history on the
-virtual clock (``workload``), a step language for faults (``steps``), scenarios
-as data (``catalog``, run by ``failover``, judged by ``verdict`` with ``lab.checker``), the
+``producer_actor``) and the real consumer (client/consumer's fetch core and the experiments' poll
+loop, each on a node of its own: ``consumer_core``, group members ``group_consumer``), recorded
+in a ``lab.history`` history on the virtual clock (``workload``), a step language for faults
+(``steps``), scenarios as data (``catalog``, run by ``failover``, judged by ``verdict`` with
+``lab.checker``), the
 lab's TOML experiment scenarios on the simulator (``experiments``), and the registry that
 ``python -m lab.sim`` and the seed sweeps run (``scenarios``).
 """

@@ -12,10 +12,10 @@ a history with the same shape and the same ``meta`` as a real run. ``python -m l
 --experiment NAME|PATH --seed N`` runs one.
 
 What the simulator does not model is refused with a clear error rather than faked
-(``check_supported``): faults aimed at consumers that read by assignment (only group members are
-processes of their own here). The producers are the real client producer with the workload's
-settings (``producer_actor``: acks, idempotence, max.in.flight, linger, timeouts), keyed and
-paced as the real workload's. Differences, on purpose: faults run one after the other in time
+(``check_supported``): faults aimed at consumers that read by assignment (they run the real
+fetch core on nodes of their own, ``consumer_core``, but no fault targets them yet). The
+producers are the real client producer with the workload's settings (``producer_actor``: acks,
+idempotence, max.in.flight, linger, timeouts), keyed and paced as the real workload's. Differences, on purpose: faults run one after the other in time
 order, so a fault whose start or heal waits (a restart waits until the broker is ready, a
 consumer's clean close until it has left the group) delays the ones due meanwhile.
 """
@@ -43,7 +43,7 @@ from .producer_actor import FACADE_PIPELINE_MIN_BYTES, ProducerSpec, SimProducer
 from .scenarios import network_for
 from .scheduler import SimulationError, derive_seed
 from .steps import StepContext
-from .workload import SimConsumer, SimHistory, Workload
+from .workload import ConsumerSpec, SimConsumer, SimHistory, Workload
 
 # The node settings every experiment runs with (lab/experiment/runner.py NODE_DEFAULTS).
 NODE_DEFAULTS = {**FAILOVER_BROKER_CONFIG, "replica.lag.time.max.ms": "3000"}
@@ -83,7 +83,7 @@ def check_supported(scenario: Scenario) -> None:
     for fault in scenario.faults:
         if fault.target in ("consumer", "consumers") and scenario.workload.consumer_mode != "group":
             raise ExperimentUnsupported(f"target {fault.target}: only group consumers (consumer_mode=group) are "
-                                        "processes of their own in the simulator, not modelled for assign")
+                                        "fault targets in the simulator, not modelled for assign")
         if fault.target == "coordinator" and scenario.workload.consumer_mode != "group":
             raise ExperimentUnsupported("target coordinator: the workload has no consumer group")
 
@@ -147,8 +147,8 @@ def _run(run: SimExperiment) -> None:
         if load.consumer_mode == "group":
             members.append(MemberSpec.from_workload(load, index, topic.name, brokers))
             continue
-        workload.consumers.append(SimConsumer(name, cluster, history, topic.name, range(topic.partitions), brokers,
-                                              cluster.scheduler.child_random("consumer", name)))
+        workload.consumers.append(SimConsumer(cluster, history, ConsumerSpec.assigned(name, topic.name, brokers),
+                                              range(topic.partitions)))
     nemesis = SimNemesis(context, history, rng, run.notes, {m.process: m.node for m in members}, load.group)
     started = cluster.now_ms
     for member in members:  # consumers start first, as the experiments' workload starts them

@@ -39,7 +39,7 @@ from .producer_actor import ProducerSpec, SimProducer
 from .scheduler import SimulationError
 from .steps import Step, StepContext, draw, run_steps
 from .verdict import Evidence, Expect, Verdict, judge
-from .workload import SimConsumer, SimHistory, Workload, history_bytes
+from .workload import ConsumerSpec, SimConsumer, SimHistory, Workload, history_bytes
 
 # Fast failure detection, as the real-process failover tests configure it.
 FAILOVER_BROKER_CONFIG = {
@@ -159,9 +159,8 @@ def run_failover(scenario: FailoverScenario, cluster: SimCluster, rng: random.Ra
             cluster.scheduler.child_random("producer", spec.name), cluster.acknowledge)
     for index in range(scenario.consumers):
         name = f"reader-{index + 1}"
-        workload.consumers.append(SimConsumer(
-            name, cluster, history, topic.name, range(partitions), brokers,
-            cluster.scheduler.child_random("consumer", name)))
+        workload.consumers.append(SimConsumer(cluster, history, ConsumerSpec.assigned(name, topic.name, brokers),
+                                              range(partitions)))
     context = StepContext(cluster, rng, topic.name, partitions, workload.producers)
     run = FailoverRun(context, workload, history)
     if on_start is not None:

@@ -4,9 +4,9 @@ What an experiment's group consumer is for real (lab/experiment/workload.py ``Co
 the asyncio ``Consumer`` and its ``GroupRunner``), as one sim core on its own node:
 
 - the client's sans-IO cores, as the Consumer facade wires them: ``GroupMembership`` (find the
-  coordinator, join, sync, heartbeat, commit, leave) and ``FetchCore`` (positions, fetches,
-  offset resets) over one ``MetadataCache``, which this core keeps fresh as the facade's
-  metadata task does;
+  coordinator, join, sync, heartbeat, commit, leave) next to the ``FetchCore`` (positions,
+  fetches, offset resets) and the ``MetadataCache`` that ``consumer_core.ConsumerCore`` (the
+  fetch path and poll loop every sim consumer shares) drives;
 - the application: ``ConsumerLoad``'s loop of ``poll(timeout_ms=100)``, with the poll path of
   client/consumer/group_runner.py (``on_poll``: lost partitions, assignments applied from the
   committed offsets, an eager member's commit and revocation before it joins, auto-commit every
@@ -25,45 +25,29 @@ members; a static one just goes quiet), then the process exits.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generator, Iterable
 
 from brokerlab.errors import ErrorCode, KafkaError
-from brokerlab.ids import TopicPartition, broker_node
-from brokerlab.sansio import Effects, Envelope, RequestIds
-from brokerlab.v1 import broker_pb2
+from brokerlab.ids import TopicPartition
+from brokerlab.sansio import Effects, Envelope
 from client.consumer.assignors import RebalanceProtocol
-from client.consumer.fetcher import FetchConfig, FetchCore
+from client.consumer.fetcher import FetchConfig
 from client.consumer.group import GroupConfig, GroupMembership, MemberState
 from client.consumer.group.offsets import RETRIABLE
-from client.metadata import MetadataCache
 from lab.experiment.scenario import WorkloadSpec
 
+from .consumer_core import ConsumerCore, ConsumerSpec, Wait
 from .node import BootContext, GracefulStop
 
-FETCH_RPCS = frozenset({"Fetch", "ListOffsets", "OffsetForLeaderEpoch"})
-# Trace noise the real consumer does not log either (one per fetch answer).
-QUIET_EVENTS = frozenset({"RecordsFetched"})
 CLOSE_TIMEOUT_MS = 5_000  # GroupRunner.close: how long it waits for the LeaveGroup answer
 
 
 @dataclass(frozen=True)
-class MemberSpec:
-    """One consumer of the workload, as ``ConsumerLoad._new_consumer`` configures it."""
+class MemberSpec(ConsumerSpec):
+    """One group member of the workload, as ``ConsumerLoad._new_consumer`` configures it."""
 
-    process: str  # its name in the history: "consumer-1"
-    topic: str
-    brokers: tuple[str, ...]  # the bootstrap list
-    group: GroupConfig
-    fetch: FetchConfig
-    request_timeout_ms: int = 5_000
-    poll_timeout_ms: int = 100  # ConsumerLoad polls with timeout_ms=100
-    max_poll_records: int = 500
-    metadata_max_age_ms: int = 300_000
-
-    @property
-    def node(self) -> str:
-        return f"client-{self.group.client_id}"
+    group: GroupConfig = field(kw_only=True)
 
     @classmethod
     def from_workload(cls, spec: WorkloadSpec, index: int, topic: str, brokers: Iterable[str]) -> "MemberSpec":
@@ -74,80 +58,26 @@ class MemberSpec:
             partition_assignment_strategy=tuple(spec.assignment_strategy.split(",")),
             auto_commit_interval_ms=1000, request_timeout_ms=5_000, client_id=name)
         fetch = FetchConfig(auto_offset_reset="earliest", fetch_max_wait_ms=100)
-        return cls(name, topic, tuple(brokers), group, fetch)
+        return cls(name, topic, tuple(brokers), fetch, group=group)
 
     def call_timeout_ms(self, envelope: Envelope) -> int:
-        """The deadlines the facades put on calls: a JoinGroup may be parked for the rebalance
-        timeout, a Fetch for its long-poll wait."""
+        """A JoinGroup may be parked for the rebalance timeout."""
         if envelope.rpc == "JoinGroup":
             return max(self.request_timeout_ms, self.group.rebalance_timeout_ms + 5000)
-        if envelope.rpc == "Fetch":
-            return self.request_timeout_ms + envelope.message.max_wait_ms
-        return self.request_timeout_ms
+        return super().call_timeout_ms(envelope)
 
 
-@dataclass
-class _Wait:
-    """Where the application waits: until ``until_ms``, or sooner for the answer to offset
-    request ``request_id`` or (``on_change``) anything the cores report. Resumes with True when
-    woken early, False at ``until_ms``."""
-
-    until_ms: int
-    request_id: int | None = None
-    on_change: bool = False
-
-
-class GroupConsumerCore:
-    """Step/tick/next_deadline_ms for the node; ``history`` gets what the application saw."""
+class GroupConsumerCore(ConsumerCore):
+    """``ConsumerCore`` with ``GroupMembership`` and the group runner's poll path."""
 
     def __init__(self, spec: MemberSpec, history: Any, rng: random.Random, now_ms: int) -> None:
-        self.spec = spec
-        self.history = history
-        self.node = spec.node
-        self.cache = MetadataCache(spec.metadata_max_age_ms)
-        self.fetch = FetchCore(spec.fetch, self.cache, node=self.node, random=rng)
+        super().__init__(spec, history, rng, now_ms)
+        self.spec: MemberSpec = spec
         self.group = GroupMembership(spec.group, self.cache, node=self.node)
         self.group.subscribe([spec.topic])
-        self.closed = False
-        self._now_ms = now_ms
-        self._fx = Effects()
-        self._metadata_ids = RequestIds()
-        self._metadata_inflight: int | None = None
-        self._metadata_due_ms = now_ms
-        self._metadata_backoff_ms = spec.fetch.retry_backoff_ms
-        self._next_broker = rng.randrange(len(spec.brokers))
         self._next_auto_commit_ms = 0
         self._async_commits: dict[int, int] = {}  # request id -> deadline (commitAsync)
         self._pending_fetch: tuple[frozenset, int] | None = None  # the OffsetFetch a poll left behind
-        self._wait: _Wait | None = None  # None: the application has not started (the first tick starts it)
-        self._app: Generator[_Wait, bool, None] = self._application()
-
-    # ---- the core contract ------------------------------------------------------------------
-
-    def step(self, envelope: Envelope, now_ms: int) -> Effects:
-        self._now_ms, self._fx = now_ms, Effects()
-        if envelope.rpc == "Metadata":
-            self._on_metadata(envelope)
-        elif envelope.rpc in FETCH_RPCS:
-            self._fx.extend(self.fetch.step(envelope, now_ms))
-        else:
-            self._fx.extend(self.group.step(envelope, now_ms))
-        return self._run(changed=True)
-
-    def tick(self, now_ms: int) -> Effects:
-        self._now_ms, self._fx = now_ms, Effects()
-        return self._run(changed=False)
-
-    def next_deadline_ms(self) -> int | None:
-        due = [d for d in (self.group.next_deadline_ms(), self.fetch.next_deadline_ms()) if d is not None]
-        if self._wait is not None:
-            due.append(self._wait.until_ms)
-        if self._metadata_inflight is None:
-            if self.cache.needs_update(self._now_ms):
-                due.append(max(self._metadata_due_ms, self._now_ms + 1))
-            elif self.cache.last_update_ms is not None:
-                due.append(self.cache.last_update_ms + self.cache.metadata_max_age_ms)
-        return min(due) if due else None
 
     def begin_close(self, now_ms: int) -> Effects:
         """SIGTERM: the poll loop is cancelled, then the consumer closes (``_close``)."""
@@ -156,92 +86,25 @@ class GroupConsumerCore:
         self._app, self._wait = self._close(), None
         return self._run(changed=False)
 
-    def _run(self, changed: bool) -> Effects:
-        """The application goes on if it may, then the cores send what became due."""
-        now, fx = self._now_ms, self._fx
-        fx.extend(self.group.tick(now))
-        self._advance(changed)
-        self._reap_async_commits()
-        fx.extend(self.group.tick(now))
-        fx.extend(self.fetch.tick(now))
-        self._maybe_refresh_metadata()
-        fx.events[:] = [event for event in fx.events if event.name not in QUIET_EVENTS]
-        return fx
+    # ---- the group core inside ConsumerCore's driver -------------------------------------------
 
-    def _advance(self, changed: bool) -> None:
-        """Resume the application while what it waits for is there (the driver of ``_Wait``)."""
-        while not self.closed:
-            wait = self._wait
-            if wait is None:
-                woken = False
-            elif (wait.request_id is not None and wait.request_id in self.group.offsets.results) or (
-                    wait.on_change and changed):
-                woken = True
-            elif self._now_ms >= wait.until_ms:
-                woken = False
-            else:
-                return
-            changed = False  # one change wakes one wait
-            try:
-                self._wait = self._app.send(woken if wait is not None else None)
-            except StopIteration:
-                self._wait = None
-                self.closed = True
+    def _step_other(self, envelope: Envelope) -> None:
+        self._fx.extend(self.group.step(envelope, self._now_ms))
 
-    # ---- metadata (the facades' metadata tasks) -------------------------------------------------
+    def _tick_cores(self, before_app: bool) -> None:
+        if not before_app:
+            self._reap_async_commits()
+        self._fx.extend(self.group.tick(self._now_ms))
 
-    def _maybe_refresh_metadata(self) -> None:
-        now = self._now_ms
-        if self._metadata_inflight is not None or not self.cache.needs_update(now) or now < self._metadata_due_ms:
-            return
-        known = [broker_node(b) for b in self.cache.brokers()] or list(self.spec.brokers)
-        broker = known[self._next_broker % len(known)]
-        self._next_broker += 1
-        self._metadata_inflight = self._metadata_ids.next()
-        self._fx.send(Envelope(self.node, broker, "Metadata", broker_pb2.MetadataRequest(
-            topics=self.cache.wanted_topics()), self._metadata_inflight))
+    def _deadlines(self) -> Iterable[int | None]:
+        return (self.group.next_deadline_ms(),)
 
-    def _on_metadata(self, envelope: Envelope) -> None:
-        if envelope.request_id != self._metadata_inflight:
-            return
-        self._metadata_inflight = None
-        if envelope.transport_error is None:
-            self.cache.update(envelope.message, self._now_ms)
-            self._metadata_backoff_ms = self.spec.fetch.retry_backoff_ms
-            self._metadata_due_ms = self._now_ms + self._metadata_backoff_ms  # the refresh backoff
-        else:  # the next broker, after an exponential backoff
-            self._metadata_due_ms = self._now_ms + self._metadata_backoff_ms
-            self._metadata_backoff_ms = min(self._metadata_backoff_ms * 2, self.spec.fetch.retry_backoff_max_ms)
-
-    # ---- the application: ConsumerLoad._run and Consumer.poll -----------------------------------
-
-    def _application(self) -> Generator[_Wait, bool, None]:
-        while True:
-            try:
-                records = yield from self._poll(self.spec.poll_timeout_ms)
-            except KafkaError as exc:  # e.g. a commit that failed after a rebalance: carry on polling
-                self.history.record_event("client", "PollFailed", self.spec.process, error=str(exc))
-                yield _Wait(self._now_ms + 100)
-                continue
-            if records:
-                self.history.record_poll(self.spec.process, records)
-
-    def _poll(self, timeout_ms: int) -> Generator[_Wait, bool, list]:
-        deadline = self._now_ms + timeout_ms
-        while True:
-            yield from self._on_poll(deadline)
-            error = self.fetch.take_error()
-            if error is not None:
-                raise error
-            records = self.fetch.drain(self.spec.max_poll_records)
-            if records:
-                return records
-            if not (yield _Wait(deadline, on_change=True)):
-                return []
+    def _answered(self, request_id: int) -> bool:
+        return request_id in self.group.offsets.results
 
     # ---- the poll path: GroupRunner.on_poll ---------------------------------------------------
 
-    def _on_poll(self, deadline: int) -> Generator[_Wait, bool, None]:
+    def _on_poll(self, deadline: int) -> Generator[Wait, bool, None]:
         core = self.group
         core.poll_called(self._now_ms)
         while True:
@@ -257,11 +120,11 @@ class GroupConsumerCore:
                 yield from self._prepare_join()
             if not (core.needs_join or core.state is not MemberState.STABLE) or self.fetch.assignment():
                 break
-            if not (yield _Wait(deadline, on_change=True)):
+            if not (yield Wait(deadline, on_change=True)):
                 return
         self._maybe_auto_commit()
 
-    def _prepare_join(self) -> Generator[_Wait, bool, None]:
+    def _prepare_join(self) -> Generator[Wait, bool, None]:
         """Kafka's ``onJoinPrepare``: eager members commit and give everything up first."""
         core = self.group
         if core.protocol is RebalanceProtocol.EAGER and core.owned:
@@ -280,7 +143,7 @@ class GroupConsumerCore:
         self.fetch.assign([])
         self.group.partitions_released()
 
-    def _apply_assignment(self, deadline: int) -> Generator[_Wait, bool, None]:
+    def _apply_assignment(self, deadline: int) -> Generator[Wait, bool, None]:
         core = self.group
         new, owned = set(core.pending_assignment), set(core.owned)
         revoked = owned - new if core.protocol is RebalanceProtocol.COOPERATIVE else set()
@@ -304,14 +167,14 @@ class GroupConsumerCore:
             self.history.record_seek(self.spec.process, tp.topic, tp.partition)
         self._record_partitions("PartitionsAssigned", added)
 
-    def _committed_for(self, added: set[TopicPartition], deadline: int) -> Generator[_Wait, bool, dict | None]:
+    def _committed_for(self, added: set[TopicPartition], deadline: int) -> Generator[Wait, bool, dict | None]:
         """The committed offsets of newly assigned partitions; the OffsetFetch outlives a poll
         that ends first (None: not known yet)."""
         key = frozenset(added)
         if self._pending_fetch is None or self._pending_fetch[0] != key:
             self._pending_fetch = (key, self.group.offsets.fetch(sorted(added)))
         request_id = self._pending_fetch[1]
-        if not (yield _Wait(deadline, request_id=request_id)):
+        if not (yield Wait(deadline, request_id=request_id)):
             return None
         self._pending_fetch = None
         outcome = self.group.offsets.results.pop(request_id)
@@ -334,7 +197,7 @@ class GroupConsumerCore:
                 out[tp] = position
         return out
 
-    def _commit(self, offsets: dict[TopicPartition, int]) -> Generator[_Wait, bool, None]:
+    def _commit(self, offsets: dict[TopicPartition, int]) -> Generator[Wait, bool, None]:
         """commitSync: retries retriable errors (coordinator moved, loading) until request.timeout.ms."""
         if not offsets:
             return
@@ -342,7 +205,7 @@ class GroupConsumerCore:
         offsets_core = self.group.offsets
         while True:
             request_id = offsets_core.commit(offsets, group_managed=True)
-            if not (yield _Wait(deadline, request_id=request_id)):
+            if not (yield Wait(deadline, request_id=request_id)):
                 offsets_core.cancel(request_id)
                 raise KafkaError(ErrorCode.REQUEST_TIMED_OUT,
                                  f"no answer from the coordinator of group {self.spec.group.group_id!r} in time")
@@ -351,9 +214,9 @@ class GroupConsumerCore:
                 return
             if outcome.code not in RETRIABLE or self._now_ms >= deadline:
                 raise outcome
-            yield _Wait(self._now_ms + self.spec.group.retry_backoff_ms)
+            yield Wait(self._now_ms + self.spec.group.retry_backoff_ms)
 
-    def _commit_quietly(self, offsets: dict[TopicPartition, int]) -> Generator[_Wait, bool, None]:
+    def _commit_quietly(self, offsets: dict[TopicPartition, int]) -> Generator[Wait, bool, None]:
         try:
             yield from self._commit(offsets)
         except KafkaError as exc:  # the new owner starts from an older commit: it re-reads
@@ -382,7 +245,7 @@ class GroupConsumerCore:
 
     # ---- closing: GroupRunner.close -----------------------------------------------------------
 
-    def _close(self) -> Generator[_Wait, bool, None]:
+    def _close(self) -> Generator[Wait, bool, None]:
         core = self.group
         if core.owned:
             owned = set(core.owned)
@@ -392,7 +255,7 @@ class GroupConsumerCore:
         request_id = core.leave("member-left: the consumer was closed", self._now_ms, self._fx)
         deadline = self._now_ms + CLOSE_TIMEOUT_MS
         while request_id is not None and request_id in core._leaves:
-            if not (yield _Wait(deadline, on_change=True)):
+            if not (yield Wait(deadline, on_change=True)):
                 break
 
     # ---- history ----------------------------------------------------------------------------

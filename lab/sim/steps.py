@@ -177,7 +177,7 @@ class StepContext:
             _, replicas, _ = self.partition_view() or (-1, [], [])
             return [broker_node(b) for b in replicas if broker_node(b) != target]
         if word == "servers":
-            return [n for n in sorted(self.cluster.nodes) if n != target]
+            return [n for n in sorted(self.cluster.nodes) if n != target and not n.startswith("client-")]
         if word == "everyone":
             return [n for n in sorted(self.cluster.network.endpoints) if n != target]
         if word == "all-brokers":

@@ -124,10 +124,12 @@ def test_a_rolling_restart_fails_no_produce_and_every_controlled_shutdown_comple
 
 
 def test_power_loss_of_every_broker_loses_only_without_per_batch_flush() -> None:
+    # A loss needs the power cut to land before a flush of the tail that was acknowledged: a
+    # few seeds (which ones moves with anything that changes the traffic), so 8 of them.
     lost = {}
     for scenario in ("power-loss-all-batch", "power-loss-all-none"):
         total = 0
-        for seed in range(3):
+        for seed in range(8):
             run = run_scenario(scenario, seed)
             assert run.ok, run.describe_failure()
             total += run.report.as_dict()["failover"]["lost"]

@@ -231,7 +231,7 @@ def test_a_group_experiment_seed_gives_the_same_history_bytes() -> None:
 
 
 def test_what_is_still_not_modelled_is_refused_by_name() -> None:
-    """Consumers reading by assignment are not processes of their own in the simulator."""
+    """Consumers reading by assignment are not fault targets in the simulator."""
     scenario = load("consumer-kill")
     assigned = replace(scenario, workload=replace(scenario.workload, consumer_mode="assign"))
     with pytest.raises(ExperimentUnsupported, match="not modelled"):
