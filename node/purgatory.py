@@ -66,6 +66,8 @@ class Purgatory(Generic[T]):
         keys: set[Hashable] = set()
         for tp in tps:
             keys.update(self._watchers.get(tp, ()))
+        if len(keys) <= 1:  # the common case: nothing to order (and str(key) is not cheap)
+            return [self._parked[k] for k in keys]
         return sorted((self._parked[k] for k in keys), key=lambda p: (p.deadline_ms, str(p.key)))
 
     def all(self) -> list[Parked[T]]:
