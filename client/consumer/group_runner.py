@@ -243,12 +243,7 @@ class GroupRunner:
             if not await self._wait(deadline):
                 return None
         self._pending_fetch = None
-        outcome = results.pop(request_id)
-        if isinstance(outcome, KafkaError):
-            if outcome.code in RETRIABLE:
-                return None  # asked again at the next poll
-            raise outcome
-        return outcome
+        return self.core.offsets.take_fetch_result(request_id)
 
     # ---- commits ---------------------------------------------------------------------------
 

@@ -177,12 +177,7 @@ class GroupConsumerCore(ConsumerCore):
         if not (yield Wait(deadline, request_id=request_id)):
             return None
         self._pending_fetch = None
-        outcome = self.group.offsets.results.pop(request_id)
-        if isinstance(outcome, KafkaError):
-            if outcome.code in RETRIABLE:
-                return None  # asked again at the next poll
-            raise outcome
-        return outcome
+        return self.group.offsets.take_fetch_result(request_id)
 
     # ---- commits ----------------------------------------------------------------------------
 

@@ -50,6 +50,16 @@ class OffsetRequests:
     def _new_id(self) -> int:
         return self.member._ids.next()
 
+    def take_fetch_result(self, request_id: int) -> Any:
+        """The committed offsets an OffsetFetch brought (its result must be in), or None if it
+        failed in a way worth asking again at the next poll; any other failure is raised."""
+        outcome = self.results.pop(request_id)
+        if isinstance(outcome, KafkaError):
+            if outcome.code in RETRIABLE:
+                return None
+            raise outcome
+        return outcome
+
     def commit(self, offsets: Mapping[TopicPartition, int], metadata: str = "", *,
                group_managed: bool = True) -> int:
         """Queue an OffsetCommit; outside an active generation the result is an error at once."""
