@@ -92,10 +92,13 @@ class FetchReader:
                 answer_now = True
                 continue
             fetch_offset = fetch.fetch_offset
+            # Read once: nothing below appends to or deletes from the log (only the HW may move).
+            log_start_offset, log_end_offset = log.log_start_offset, log.log_end_offset
             if record_positions:
-                if fetch.last_fetched_epoch >= 0:
-                    epoch, end_offset = log.leader_epoch_cache.end_offset_for(fetch.last_fetched_epoch)
-                    if epoch < fetch.last_fetched_epoch or end_offset < fetch_offset:
+                last_fetched_epoch = fetch.last_fetched_epoch
+                if last_fetched_epoch >= 0:
+                    epoch, end_offset = log.leader_epoch_cache.end_offset_for(last_fetched_epoch)
+                    if epoch < last_fetched_epoch or end_offset < fetch_offset:
                         out.diverging_epoch.epoch, out.diverging_epoch.end_offset = epoch, end_offset
                         out.high_watermark, out.log_start_offset = log.high_watermark, log.log_start_offset
                         out.log_end_offset = log.log_end_offset
@@ -106,21 +109,23 @@ class FetchReader:
                     out.error_message = f"broker {replica_id} is not a replica of {tp.topic}-{tp.partition}"
                     answer_now = True
                     continue
-                if log.log_start_offset <= fetch_offset <= log.log_end_offset:
-                    leader.update_follower(replica_id, fetch_offset, log.log_end_offset, now_ms,
+                if log_start_offset <= fetch_offset <= log_end_offset:
+                    leader.update_follower(replica_id, fetch_offset, log_end_offset, now_ms,
                                            request.replica_broker_epoch)
                     if manager.advance_high_watermark(tp, leader, log):
                         moved.append(tp)
                     if fx is not None:
                         manager.maybe_expand_isr(tp, leader, replica_id, request.replica_broker_epoch, log, now_ms, fx)
-            out.high_watermark = log.high_watermark
-            out.log_start_offset = log.log_start_offset
-            out.log_end_offset = log.log_end_offset
-            limit = min(fetch.partition_max_bytes if fetch.partition_max_bytes > 0 else budget, budget)
+            high_watermark = log.high_watermark
+            out.high_watermark = high_watermark
+            out.log_start_offset = log_start_offset
+            out.log_end_offset = log_end_offset
+            partition_max_bytes = fetch.partition_max_bytes
+            limit = min(partition_max_bytes if partition_max_bytes > 0 else budget, budget)
             if total > 0 and limit <= 0:
                 continue
             try:
-                records = log.read(fetch_offset, max(limit, 1), None if is_follower else log.high_watermark)
+                records = log.read(fetch_offset, max(limit, 1), None if is_follower else high_watermark)
             except OffsetOutOfRangeError:
                 out.error_code = ErrorCode.OFFSET_OUT_OF_RANGE
                 out.error_message = f"offset {fetch_offset} is outside [{log.log_start_offset}, {log.log_end_offset}]"
