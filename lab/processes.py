@@ -9,6 +9,7 @@ signalled after checking that the process still runs the command we started (pid
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+
+def brokerlab_command() -> list[str]:
+    """How to run the ``brokerlab`` CLI from this interpreter: its venv's script, one on PATH, or
+    ``python -m cli.main`` (a checkout without the package installed)."""
+    script = Path(sys.executable).with_name("brokerlab")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("brokerlab")
+    return [found] if found else [sys.executable, "-m", "cli.main"]
 
 def spawn(command: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``command`` detached, stdin closed, stdout+stderr appended to ``log_path``."""

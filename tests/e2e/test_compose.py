@@ -13,12 +13,10 @@ and always removes its containers, network and volumes at the end.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -27,6 +25,7 @@ from client import NewTopic
 from client.sync import SyncAdmin, SyncConsumer, SyncProducer
 from lab.compose_cluster import ComposeCluster, engine_status
 from lab.ports import free_ports
+from lab.processes import brokerlab_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -63,14 +62,6 @@ def compose():
         cluster.down(volumes=True)
         left = {kind: ids for kind, ids in cluster.leftovers().items() if ids}
         assert not left, f"compose down left {left}"
-
-
-def brokerlab_command() -> list[str]:
-    script = Path(sys.executable).with_name("brokerlab")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("brokerlab")
-    return [found] if found else [sys.executable, "-m", "cli.main"]
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

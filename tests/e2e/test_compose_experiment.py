@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lab.compose_cluster import ComposeCluster, engine_status
+from lab.processes import brokerlab_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -37,14 +36,6 @@ def _skip_reason() -> str | None:
         return f"opt-in: set {E2E_ENV}=1 to run the docker-compose experiment test (needs a Docker engine)"
     ok, why = engine_status()
     return None if ok else f"{why}; the docker-compose experiment test needs a Docker engine"
-
-
-def brokerlab_command() -> list[str]:
-    script = Path(sys.executable).with_name("brokerlab")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("brokerlab")
-    return [found] if found else [sys.executable, "-m", "cli.main"]
 
 
 def test_leader_kill_experiment_on_compose(tmp_path: Path) -> None:

@@ -8,24 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lab.processes import pid_alive
+from lab.processes import brokerlab_command, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def brokerlab_command() -> list[str]:
-    script = Path(sys.executable).with_name("brokerlab")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("brokerlab")
-    return [found] if found else [sys.executable, "-m", "cli.main"]
 
 
 class Cli:
