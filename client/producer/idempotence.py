@@ -51,6 +51,23 @@ SEQUENCE_ERRORS = frozenset({ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, ErrorCode.U
 MAX_IN_FLIGHT_FOR_IDEMPOTENCE = 5  # Kafka's limit: the broker retains five batches per producer
 
 
+def resolve_idempotence(enable_idempotence: bool | None, acks: int, max_in_flight: int) -> bool:
+    """Kafka's rule: on by default unless acks is not all or more than 5 may be in flight; asked
+    for explicitly with such settings, a clear error."""
+    conflict = None
+    if acks != -1:
+        conflict = f"acks='all' (got acks={acks})"
+    elif max_in_flight > MAX_IN_FLIGHT_FOR_IDEMPOTENCE:
+        conflict = (f"max_in_flight_requests_per_connection <= {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} "
+                    f"(got {max_in_flight})")
+    if enable_idempotence is None:
+        return conflict is None
+    if enable_idempotence and conflict is not None:
+        raise ValueError(f"enable_idempotence=True needs {conflict}; pass enable_idempotence=False "
+                         "for a producer without idempotence")
+    return bool(enable_idempotence)
+
+
 class Decision(enum.Enum):
     """What to do with a batch after an error answer (None from ``on_error``: the usual rules)."""
 

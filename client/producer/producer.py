@@ -26,7 +26,7 @@ from brokerlab.ids import broker_id_of
 from brokerlab.sansio import Effects, Envelope
 from client.producer.accumulator import BufferExhaustedError, NoBufferSpace, RecordAccumulator
 from client.producer.batch import ProducerBatch, RecordMetadata
-from client.producer.idempotence import MAX_IN_FLIGHT_FOR_IDEMPOTENCE, IdempotenceManager
+from client.producer.idempotence import IdempotenceManager, resolve_idempotence
 from client.producer.partitioner import RoundRobinPartitioner, StickyPartitioner, partition_for_key
 from client.producer.sender import SenderCore, parse_acks
 from client.rpc.cluster_link import ClusterLink
@@ -528,19 +528,3 @@ class Producer:
             self._refresh_task = None
             self._wake()
 
-
-def resolve_idempotence(enable_idempotence: bool | None, acks: int, max_in_flight: int) -> bool:
-    """Kafka's rule: on by default unless acks is not all or more than 5 may be in flight; asked
-    for explicitly with such settings, a clear error."""
-    conflict = None
-    if acks != -1:
-        conflict = f"acks='all' (got acks={acks})"
-    elif max_in_flight > MAX_IN_FLIGHT_FOR_IDEMPOTENCE:
-        conflict = (f"max_in_flight_requests_per_connection <= {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} "
-                    f"(got {max_in_flight})")
-    if enable_idempotence is None:
-        return conflict is None
-    if enable_idempotence and conflict is not None:
-        raise ValueError(f"enable_idempotence=True needs {conflict}; pass enable_idempotence=False "
-                         "for a producer without idempotence")
-    return bool(enable_idempotence)

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from brokerlab.errors import ErrorCode, KafkaError
+from client.producer.idempotence import resolve_idempotence
+from client.producer.sender import parse_acks
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 _TIME = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -107,7 +109,7 @@ class WorkloadSpec:
 def effective_idempotence(spec: WorkloadSpec) -> bool:
     """Kafka's rule for a default-on setting: quietly off with acks other than all or more than
     five requests in flight (asked for explicitly with those, the real producer refuses)."""
-    return bool(spec.idempotence) and spec.acks in ("all", "-1") and spec.max_in_flight <= 5
+    return bool(spec.idempotence) and resolve_idempotence(None, parse_acks(spec.acks), spec.max_in_flight)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from brokerlab.v1 import broker_pb2
 from client.metadata import METADATA_HEDGE_MS, MetadataBrokerOrder, MetadataCache
 from client.producer.accumulator import RecordAccumulator
 from client.producer.batch import ProducerBatch
-from client.producer.idempotence import MAX_IN_FLIGHT_FOR_IDEMPOTENCE, IdempotenceManager
+from client.producer.idempotence import IdempotenceManager, resolve_idempotence
 from client.producer.partitioner import partition_for_key
 from client.producer.sender import SenderCore
 from lab.history import DEFINITE_FAILURES, FAIL, INFO, OK, History, Send
@@ -106,8 +106,8 @@ class ProducerSpec:
 
     @property
     def effective_idempotence(self) -> bool:
-        """Kafka's rule (client/producer/producer.py resolve_idempotence, not asked explicitly)."""
-        return self.idempotence and self.acks == -1 and self.max_in_flight <= MAX_IN_FLIGHT_FOR_IDEMPOTENCE
+        """Kafka's rule for the default (on, quietly off with other acks or more in flight)."""
+        return self.idempotence and resolve_idempotence(None, self.acks, self.max_in_flight)
 
 
 class SimClusterLink:

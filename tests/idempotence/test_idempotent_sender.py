@@ -11,8 +11,7 @@ from brokerlab.record_batch import iter_headers
 from brokerlab.v1 import broker_pb2
 from client import Producer
 from client.producer.accumulator import RecordAccumulator
-from client.producer.idempotence import MAX_EPOCH, IdempotenceManager
-from client.producer.producer import resolve_idempotence
+from client.producer.idempotence import MAX_EPOCH, IdempotenceManager, resolve_idempotence
 from client.producer.sender import SenderCore
 
 T0 = TopicPartition("t", 0)
