@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from cli.output import print_json
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("sim", help="the deterministic simulator: the real cores in-process on a seeded "
                                  "network, disk and clock; same seed, same history")
-    sub = parser.add_subparsers(dest="sim_command", metavar="{list,run,swarm}", required=True)
+    sub = parser.add_subparsers(dest="sim_command", metavar="{list,run,swarm,bench}", required=True)
 
     listing = sub.add_parser("list", help="the catalog scenarios and the lab experiments the simulator runs")
     listing.add_argument("--json", action="store_true")
@@ -40,6 +41,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     swarm.add_argument("--jobs", type=int, default=1, metavar="J", help="worker processes (default 1)")
     swarm.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     swarm.set_defaults(func=cmd_swarm)
+
+    bench = sub.add_parser("bench", help="how fast the simulator runs a loaded 3-broker cluster "
+                           "(steady state, simulated seconds per CPU second)")
+    bench.add_argument("--rates", default="1,50,300", metavar="R,R,...",
+                       help="loads in records/s, keyed, acks=all (default 1,50,300)")
+    bench.add_argument("--seconds", type=float, default=30.0, metavar="S",
+                       help="simulated seconds of steady load measured per rate and seed (default 30)")
+    bench.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per rate (default 1)")
+    bench.add_argument("--partitions", type=int, default=3, metavar="P", help="topic partitions (default 3)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object per measurement")
+    bench.set_defaults(func=cmd_bench)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -130,3 +142,33 @@ def cmd_swarm(args: argparse.Namespace) -> int:
         print(f"failing seeds: {', '.join(f'{r.name}/{r.seed}' for r in failures[:50])}"
               + (" ..." if len(failures) > 50 else ""))
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lab.sim_bench import measure, timings
+    from lab.sim.scheduler import SimulationError
+
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        raise usage_error(f"--rates takes numbers separated by commas, not {args.rates!r}") from None
+    if any(r <= 0 for r in rates) or args.seconds <= 0 or args.seeds <= 0 or args.partitions <= 0:
+        raise usage_error("--rates, --seconds, --seeds and --partitions must be positive")
+    if not args.json:
+        settings = ", ".join(f"{k}={v}" for k, v in timings().items())
+        print(f"steady load on 3 brokers, RF 3, min ISR 2, acks=all idempotent, {args.partitions} partitions, "
+              f"1 consumer; {settings}; invariants after every event")
+        print(f"{'records/s':>9} {'seed':>4} {'events/s':>8} {'us/event':>8} {'x real (cpu)':>12} {'x real (wall)':>13}")
+    for rate in rates:
+        for seed in range(1, args.seeds + 1):
+            try:
+                speed = measure(rate, args.seconds, seed=seed, partitions=args.partitions)
+            except SimulationError as exc:
+                print(f"FAILED: {exc}".splitlines()[0], file=sys.stderr)
+                return EXIT_FAILED
+            if args.json:
+                print(json.dumps(speed.as_dict(), sort_keys=True), flush=True)
+            else:
+                print(f"{rate:>9g} {seed:>4} {speed.events_per_s:>8.0f} {speed.cpu_us_per_event:>8.1f} "
+                      f"{speed.times_real_time_cpu:>11.0f}x {speed.times_real_time_wall:>12.0f}x", flush=True)
+    return EXIT_OK

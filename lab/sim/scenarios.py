@@ -101,12 +101,14 @@ class Run:
         return f"seed {self.seed}: {type(self.error).__name__}: {self.error}\n  replay: {self.replay_command()}"
 
 
-def run_scenario(name: str, seed: int, *, brokers: int | None = None, faults: bool = False,
+def run_scenario(name: str | Scenario, seed: int, *, brokers: int | None = None, faults: bool = False,
                  skip_checks: frozenset[str] = frozenset()) -> Run:
-    """Run a scenario; failures of the cluster, an invariant or the scenario's checks end up in
-    ``Run.error`` (a bug in the harness itself still raises). ``skip_checks`` names invariant
-    checks to leave out (to see what else a seed shows once a known bug has been found)."""
-    scenario = SCENARIOS[name]
+    """Run a scenario (a name in SCENARIOS, or one built by the caller, e.g. ``failover_scenario``);
+    failures of the cluster, an invariant or the scenario's checks end up in ``Run.error`` (a bug
+    in the harness itself still raises). ``skip_checks`` names invariant checks to leave out (to
+    see what else a seed shows once a known bug has been found)."""
+    scenario = SCENARIOS[name] if isinstance(name, str) else name
+    name = scenario.name
     rng = random.Random(derive_seed(seed, "scenario", name))
     report = Report(seed)
     run = Run(name, seed, brokers, faults, None, report, skip_checks=frozenset(skip_checks))
