@@ -15,7 +15,8 @@ Every scenario waits for full ISRs before its first fault: what it then proves d
 How a zombie's tail or an acks=1 loss is made certain: the leader's links to its followers are
 cut (they stop fetching; it still talks to the controller and the clients), a burst of acks=1
 records lands on it alone, then it is paused or killed and the links healed. The followers are
-still in the ISR (the cut is far shorter than replica.lag.time.max.ms), so one of them is
+still in the ISR (the cut is far shorter than replica.lag.time.max.ms: a burst waits at most
+800 ms for its answers, even on a lossy network), so one of them is
 elected cleanly and the ex-leader must truncate exactly that tail when it comes back.
 """
 
@@ -59,8 +60,8 @@ CATALOG: list[dict[str, Any]] = [
             "wait 500..1500",
             "await isr-full",
             "cut leader from=followers as=zombie",
-            "burst tail 5..20",
-            "burst tail 1..5",
+            "burst tail 5..20 within=800",
+            "burst tail 1..5 within=800",
             "pause zombie",
             "heal",
             "await leader-moved-from zombie timeout=10000",
@@ -115,7 +116,7 @@ CATALOG: list[dict[str, Any]] = [
             "wait 500..1500",
             "await isr-full",
             "cut leader from=followers as=old",
-            "burst tail 5..25",
+            "burst tail 5..25 within=800",
             "kill old",
             "heal",
             "await leader-moved-from old timeout=10000",

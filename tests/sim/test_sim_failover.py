@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab.sim.catalog import CATALOG
 from lab.sim.failover import FailoverScenario
-from lab.sim.scenarios import FAILOVER_SCENARIOS, run_scenario
+from lab.sim.scenarios import FAILOVER_SCENARIOS, failover_scenario, run_scenario
 from lab.sim.steps import ACTIONS, Step, draw
 from lab.sim.verdict import CHECKS
 from lab.sim.workload import history_bytes
@@ -106,6 +107,27 @@ def test_a_zombie_leader_is_fenced_truncates_its_tail_and_nothing_it_wrote_alone
     history = run.report.failover.history
     tail = {s.value for s in history.sends if s.process == "tail"}
     assert tail and not tail & history.read_values()
+
+
+def test_a_bounded_burst_goes_on_after_its_bound_and_an_unbounded_one_waits() -> None:
+    # The leader is cut from everyone, so no burst can settle: ``within`` goes on after exactly
+    # its bound (the records stay in flight), a plain burst fails its step at its timeout.
+    def scenario(burst: str) -> Any:
+        return failover_scenario({
+            "name": "bounded-burst", "doc": "", "topic": {"partitions": "1"},
+            "producers": [{"name": "writer", "acks": "all"}, {"name": "tail", "acks": 1, "start": False, "partition": 0}],
+            "steps": ["await isr-full", "isolate leader as=old", burst, "note after", "heal",
+                      "await leader timeout=10000"],
+            "expect": {"checks": []},
+        })
+
+    run = run_scenario(scenario("burst tail 3 within=300"), 5)
+    steps = [(entry.now_ms, entry.get("step")) for entry in run.cluster.trace.named("StepRan", "scenario")]
+    started = next(t for t, text in steps if text == "burst tail 3")
+    assert (started + 300, "burst tail still in flight after 300 ms; going on") in steps
+    assert (started + 300, "note after") in steps
+    failed = run_scenario(scenario("burst tail 3 timeout=400"), 5)
+    assert "timed out after 400 ms waiting for the burst of tail to settle" in str(failed.error)
 
 
 def test_two_down_fails_with_not_enough_replicas_and_acknowledges_nothing_until_one_returns() -> None:
