@@ -3,6 +3,9 @@
 It turns inbound requests into envelopes, steps the core, resolves the waiting callers with the
 core's replies, executes the core's sends through a transport, feeds their answers back as
 envelopes, and re-arms a timer at ``core.next_deadline_ms()``. It holds no protocol logic.
+
+Blocking jobs (``Effects.blocking``: a rolled segment's fsync) run in the default executor's
+threads, so the loop keeps serving; each completion goes back to the core on the loop.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from brokerlab.sansio import Core, Effects, Envelope, RequestIds, TraceEvent
+from brokerlab.sansio import BlockingJob, Core, Effects, Envelope, RequestIds, TraceEvent
 
 Transport = Callable[[Envelope], Awaitable[Envelope]]
 log = logging.getLogger("brokerlab.driver")
@@ -41,6 +44,7 @@ class CoreDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._blocking: set[asyncio.Task] = set()
         self._closed = False
 
     def now_ms(self) -> int:
@@ -74,10 +78,23 @@ class CoreDriver:
             task = asyncio.ensure_future(self._send(envelope))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        for job in effects.blocking:
+            task = asyncio.ensure_future(self._run_blocking(job))
+            self._blocking.add(task)
+            task.add_done_callback(self._blocking.discard)
         if self._on_event is not None:
             for event in effects.events:
                 self._on_event(event)
         self._rearm()
+
+    async def _run_blocking(self, job: BlockingJob) -> None:
+        try:
+            await asyncio.to_thread(job.run)
+        except Exception:  # a job reports its own IO errors; this is a bug: never claim it done
+            log.exception("blocking job %s failed", type(job).__name__)
+            return
+        if not self._closed:
+            self.execute(self.core.on_blocking_done(job, self.now_ms()))  # type: ignore[attr-defined]
 
     async def _send(self, envelope: Envelope) -> None:
         try:
@@ -121,3 +138,11 @@ class CoreDriver:
                 future.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let running fsyncs end (not cancelled: their threads would go on) before the caller
+        # closes the files; their completions are dropped, a clean close flushes on its own.
+        await self.wait_blocking()
+
+    async def wait_blocking(self) -> None:
+        """Until the blocking jobs running now have ended (and, while open, been handed back)."""
+        while self._blocking:
+            await asyncio.gather(*self._blocking, return_exceptions=True)

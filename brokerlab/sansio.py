@@ -4,6 +4,12 @@ A core offers ``step(envelope, now_ms) -> Effects``, ``tick(now_ms) -> Effects``
 ``next_deadline_ms() -> int | None``. It never touches sockets, threads, asyncio, the wall clock
 or global randomness; the real driver (asyncio + gRPC) and the simulator (virtual clock,
 simulated network) execute the effects.
+
+Blocking disk IO that must not stall the event loop (an fsync of a rolled segment, Kafka's
+"flush-log" scheduler task) leaves a core as a ``BlockingJob`` in ``Effects.blocking``: the
+driver calls ``job.run()`` off the loop (real: a thread; simulator: a scheduled event), then
+hands the job back with ``core.on_blocking_done(job, now_ms) -> Effects`` on the core's own
+loop. A caller with neither uses ``run_blocking_inline``, so no fsync is ever skipped.
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ class TraceEvent:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+class BlockingJob(Protocol):
+    """Blocking IO a core wants done off its loop. ``run()`` does only that IO (Disk port calls on
+    files the core already wrote), reads and writes no core state, and may run on another
+    thread; what it found out stays on the job for ``on_blocking_done``."""
+
+    def run(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Effects:
     """What a core wants done after one step or tick."""
@@ -54,6 +68,7 @@ class Effects:
     sends: list[Envelope] = field(default_factory=list)
     replies: list[Envelope] = field(default_factory=list)
     events: list[TraceEvent] = field(default_factory=list)
+    blocking: list[BlockingJob] = field(default_factory=list)
 
     def send(self, envelope: Envelope) -> None:
         self.sends.append(envelope)
@@ -68,10 +83,11 @@ class Effects:
         self.sends.extend(other.sends)
         self.replies.extend(other.replies)
         self.events.extend(other.events)
+        self.blocking.extend(other.blocking)
         return self
 
     def __bool__(self) -> bool:
-        return bool(self.sends or self.replies or self.events)
+        return bool(self.sends or self.replies or self.events or self.blocking)
 
 
 class Core(Protocol):
@@ -80,6 +96,22 @@ class Core(Protocol):
     def tick(self, now_ms: int) -> Effects: ...
 
     def next_deadline_ms(self) -> int | None: ...
+
+
+class BlockingCore(Core, Protocol):
+    """A core whose Effects may carry blocking jobs."""
+
+    def on_blocking_done(self, job: BlockingJob, now_ms: int) -> Effects: ...
+
+
+def run_blocking_inline(core: BlockingCore, effects: Effects, now_ms: int) -> Effects:
+    """Run ``effects.blocking`` in the caller, feed each completion back and fold its effects in
+    (returns ``effects``, its jobs done): for tests and drivers without threads or a scheduler."""
+    while effects.blocking:
+        job = effects.blocking.pop(0)
+        job.run()
+        effects.extend(core.on_blocking_done(job, now_ms))
+    return effects
 
 
 class Clock(Protocol):

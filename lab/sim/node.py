@@ -13,6 +13,11 @@ A clean stop (SIGTERM) with a ``GracefulStop`` takes virtual time, as the real p
 ``begin`` (e.g. the broker's controlled shutdown) runs, the core keeps stepping and ticking
 until ``may_stop`` says it is done or ``timeout_ms`` passes, then ``finish`` (close the logs)
 and the process is gone. ``stop()`` only starts it; ``SimCluster.stop`` waits for the end.
+
+Blocking jobs (``Effects.blocking``, a rolled segment's fsync) run ``BLOCKING_JOB_MS`` later as
+an event of their own, as the real driver's thread would: ``job.run()`` then the core's
+``on_blocking_done``. A crash first drops them (the fsync never happened: a power loss then
+loses those bytes); a paused process runs them when it resumes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from brokerlab.disk import MemoryDisk
-from brokerlab.sansio import Core, Effects, Envelope, TraceEvent
+from brokerlab.sansio import BlockingJob, Core, Effects, Envelope, TraceEvent
 
 from .network import SimNetwork
 from .scheduler import Scheduler, SimulationError, Timer
@@ -43,6 +48,9 @@ class BootContext:
     # Start-up events a factory wants in the trace (e.g. LogManager.recovery_events).
     events: list[TraceEvent] = field(default_factory=list)
 
+
+# Virtual time a blocking job (an fsync off the event loop) takes before its completion.
+BLOCKING_JOB_MS = 5
 
 CoreFactory = Callable[[BootContext], Core]
 # The gRPC deadline (ms) the node's real adapter would put on one of its calls.
@@ -113,6 +121,7 @@ class SimNode:
         # Set between a graceful stop's begin and the process's exit.
         self.stopping: _Stopping | None = None
         self._backlog: list[Envelope] = []
+        self._held_jobs: list[BlockingJob] = []  # came due while paused
         self._timer: Timer | None = None
         self._timer_due_ms: int | None = None
         network.register(self)
@@ -254,6 +263,9 @@ class SimNode:
         backlog, self._backlog = self._backlog, []
         for envelope in backlog:
             self.deliver(envelope)
+        jobs, self._held_jobs = self._held_jobs, []
+        for job in jobs:
+            self._on_blocking(job, self.incarnation)
         self._timer_due_ms = None  # force a re-arm: a timer may have come due while paused
         self._rearm()
         self._maybe_finish_stop()
@@ -265,6 +277,7 @@ class SimNode:
             self.stopping.deadline.cancel()
         self.stopping = None
         self._backlog.clear()
+        self._held_jobs.clear()
         self._cancel_timer()
         self.network.node_down(self.name)
 
@@ -298,6 +311,16 @@ class SimNode:
                 raise self._core_failed("tick", None, exc) from exc
             self._execute(effects)
 
+    def _on_blocking(self, job: BlockingJob, incarnation: int) -> None:
+        core = self.core
+        if core is None or incarnation != self.incarnation:
+            return  # the process died with its thread: the fsync never happened
+        if self.paused:
+            self._held_jobs.append(job)
+            return
+        self._guard("blocking job", None, job.run)
+        self._run(lambda: core.on_blocking_done(job, self.local_now_ms()), "blocking job", None)
+
     def _run(self, action: Callable[[], Effects], what: str, envelope: Envelope | None) -> None:
         effects = self._guard(what, envelope, action)
         self._execute(effects)
@@ -314,6 +337,9 @@ class SimNode:
                 send(reply)
             for envelope in effects.sends:
                 send(envelope)
+        for job in effects.blocking:
+            self.scheduler.after(BLOCKING_JOB_MS, self._on_blocking, job, self.incarnation,
+                                 label=f"blocking {self.name}")
         self._rearm()
         if self.stopping is not None:
             self._maybe_finish_stop()
