@@ -33,6 +33,7 @@ from node.replication.replica_manager import ReplicaManager
 from node.response_delay import DelayedProduceAnswers
 
 if TYPE_CHECKING:  # typing only: the core gets its LogManager from whoever builds it
+    from node.log.flush_job import SegmentFlushJob
     from node.log.manager import LogManager
     from node.log.partition_log import PartitionLog
 
@@ -156,10 +157,19 @@ class BrokerCore:
         self.replica_manager.tick(now_ms, fx)
         self.producer_ids.tick(now_ms, fx)
         self.groups.tick(now_ms, fx)
-        fx.events.extend(self.log_manager.tick(now_ms))
+        # Rolled segments' fsyncs leave as blocking jobs: the driver runs them off the event loop.
+        fx.events.extend(self.log_manager.tick(now_ms, fx.blocking))
         if self.delayed_answers is not None:
             self.delayed_answers.hold(fx, now_ms)  # acks=all answers released by this tick
             self.delayed_answers.release(now_ms, fx)
+        return fx
+
+    def on_blocking_done(self, job: SegmentFlushJob, now_ms: int) -> Effects:
+        """A job from ``Effects.blocking`` ran (brokerlab/sansio.py): a roll flush, which may
+        advance the log's recovery point."""
+        self.log_manager.on_flush_done(job, now_ms)
+        fx = Effects()
+        fx.events.extend(job.log.drain_events())  # LogFlushFailed
         return fx
 
     def next_deadline_ms(self) -> int | None:

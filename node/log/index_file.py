@@ -69,10 +69,18 @@ class IndexFile:
         self._unsynced = True
 
     def sync(self) -> None:
-        self.write_pending()
-        if self._unsynced:
-            self.file.fsync()
+        file = self.prepare_sync()
+        if file is not None:
+            file.fsync()
             self._unsynced = False
+
+    def prepare_sync(self) -> DiskFile | None:
+        """Write the pending entries; the file if it needs an fsync (then ``synced()``)."""
+        self.write_pending()
+        return self.file if self._unsynced else None
+
+    def synced(self) -> None:
+        self._unsynced = False
 
     def close(self) -> None:
         self.file.close()

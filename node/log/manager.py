@@ -10,8 +10,9 @@ Layout (relative to the Disk root, or to ``log_dir`` inside it)::
 
 Start-up opens every partition directory, recovering those not covered by the clean-shutdown
 marker, then removes the marker for as long as the broker runs. ``tick`` does the periodic
-work (roll by age, flushes, retention, checkpoints); ``close`` flushes everything, writes the
-checkpoints and finally the marker.
+work (roll by age, flushes, retention, checkpoints); given a ``jobs`` list it leaves the flush of
+rolled segments to the caller's driver (flush_job.py; completion through ``on_flush_done``).
+``close`` flushes everything, writes the checkpoints and finally the marker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from brokerlab.ids import TopicPartition
 from brokerlab.sansio import TraceEvent
 from node.log import checkpoints
 from node.log.config import LogConfig
+from node.log.flush_job import SegmentFlushJob
 from node.log.partition_log import PartitionLog
 
 _PARTITION_DIR = re.compile(r"^(?P<topic>[a-zA-Z0-9._-]+)-(?P<partition>\d+)$")
@@ -158,12 +160,14 @@ class LogManager:
 
     # ------------------------------------------------------------------ periodic work
 
-    def tick(self, now_ms: int) -> list[TraceEvent]:
-        """Roll by age, flush (rolled segments; the interval policy), retention, checkpoints."""
+    def tick(self, now_ms: int, jobs: list[SegmentFlushJob] | None = None) -> list[TraceEvent]:
+        """Roll by age, flush (rolled segments; the interval policy), retention, checkpoints.
+
+        Rolled segments' flushes go to ``jobs`` when given, else run here (see PartitionLog.tick)."""
         for log in self._logs.values():
             due = log.next_deadline_ms()
             if due is not None and due <= now_ms:
-                log.tick(now_ms)
+                log.tick(now_ms, jobs)
         if now_ms >= self._next_retention_ms:
             deleted = sum(log.delete_old_segments(now_ms) for log in self._logs.values())
             if deleted:
@@ -190,6 +194,10 @@ class LogManager:
         if self._logs_deadline is not None and self._logs_deadline < deadline:
             return self._logs_deadline
         return deadline
+
+    def on_flush_done(self, job: SegmentFlushJob, now_ms: int) -> None:
+        """A roll flush from ``tick(jobs=...)`` ran (its log may be closed or deleted since)."""
+        job.log.on_flush_done(job, now_ms)
 
     def drain_events(self) -> list[TraceEvent]:
         """Events since the last call (rolls done by appends, truncations...); tick returns them too."""

@@ -28,6 +28,7 @@ from brokerlab.sansio import TraceEvent
 from node.log import checkpoints
 from node.log.config import LogConfig
 from node.log.epoch_cache import LeaderEpochCache
+from node.log.flush_job import RollFlush, SegmentFlushJob
 from node.log.errors import (
     FencedLeaderEpochError,
     InvalidOffsetError,
@@ -65,7 +66,7 @@ class AppendInfo(NamedTuple):
     max_timestamp_ms: int
 
 
-class PartitionLog(LogTruncation, LogRetention):
+class PartitionLog(LogTruncation, LogRetention, RollFlush):
     """Open one with ``PartitionLog.open`` (existing directory) or ``PartitionLog.create``."""
 
     def __init__(
@@ -96,6 +97,10 @@ class PartitionLog(LogTruncation, LogRetention):
         # Segments from this base offset on may hold unflushed bytes or index entries.
         self._first_unflushed_base = segments[-1].base_offset
         self._roll_flush_due_ms: int | None = None
+        # The roll flush running off the loop (flush_job.py), at most one; and a counter that
+        # truncation and segment deletion bump, so a job that ran across one claims nothing.
+        self._flush_job: SegmentFlushJob | None = None
+        self._generation = 0
         self._last_flush_ms = now_ms
         self._dir_unsynced = False
         self._events: list[TraceEvent] = []
@@ -376,7 +381,8 @@ class PartitionLog(LogTruncation, LogRetention):
         self._segments.append(new)
         self._bases.append(new.base_offset)
         self._dir_unsynced = True
-        # Kafka flushes a rolled segment soon after the roll, off the append path: tick does it.
+        # Kafka flushes a rolled segment soon after the roll, off the append path: tick hands
+        # a SegmentFlushJob to the driver (one at a time; a roll meanwhile waits for it).
         self._first_unflushed_base = min(self._first_unflushed_base, old.base_offset)
         if self._roll_flush_due_ms is None:
             self._roll_flush_due_ms = now_ms
@@ -419,8 +425,11 @@ class PartitionLog(LogTruncation, LogRetention):
     def has_unflushed_data(self) -> bool:
         return self.recovery_point < self.log_end_offset
 
-    def tick(self, now_ms: int) -> None:
-        """Roll by age, flush rolled segments, and flush on the interval policy."""
+    def tick(self, now_ms: int, jobs: list[SegmentFlushJob] | None = None) -> None:
+        """Roll by age, flush rolled segments, and flush on the interval policy.
+
+        The roll flush goes to ``jobs`` for the driver to run off the loop; without ``jobs``
+        it runs here, synchronously."""
         active = self._segments[-1]
         if (
             not active.is_empty
@@ -434,8 +443,13 @@ class PartitionLog(LogTruncation, LogRetention):
                 self.flush(now_ms)
             else:
                 self._last_flush_ms = now_ms
-        if self._first_unflushed_base < active.base_offset:
-            self.flush(now_ms, upto=active.base_offset)
+        if self._first_unflushed_base < active.base_offset and self._flush_job is None:
+            job = self.start_roll_flush(active.base_offset)
+            if jobs is None:  # no driver to run it off the loop: flush here, as Kafka's tests do
+                job.run()
+                self.on_flush_done(job, now_ms)
+            else:
+                jobs.append(job)
         self._refresh_deadline()
 
     def next_deadline_ms(self) -> int | None:
@@ -454,7 +468,7 @@ class PartitionLog(LogTruncation, LogRetention):
         active = self._segments[-1]
         if not active.is_empty and active.rolling_base_ms is not None:
             deadlines.append(active.rolling_base_ms + self.config.segment_ms)
-        if self._roll_flush_due_ms is not None:
+        if self._roll_flush_due_ms is not None and self._flush_job is None:
             deadlines.append(self._roll_flush_due_ms)
         if self.config.flush_policy == "interval" and self.has_unflushed_data:
             deadlines.append(self._last_flush_ms + self.config.flush_interval_ms)
@@ -509,6 +523,10 @@ class PartitionLog(LogTruncation, LogRetention):
         """Flush everything (indexes included) and close the files."""
         if self.closed:
             return
+        if self._flush_job is not None:  # its result is dropped: flush all of it here
+            self._dir_unsynced = True
+            self._flush_job = None
+        self._segments_changed()
         self._segments[-1].on_inactive()
         self.flush(include_active_indexes=True)
         self._take_producer_snapshot(None)  # at the log end: a clean restart replays nothing
@@ -518,6 +536,8 @@ class PartitionLog(LogTruncation, LogRetention):
 
     def delete_files(self) -> None:
         """Close and remove the whole partition directory."""
+        self._flush_job = None
+        self._segments_changed()
         for segment in self._segments:
             segment.log.close()
             segment.index.close()

@@ -96,6 +96,7 @@ class LogRetention:
     def _delete_first_segment(self, reason: str) -> None:
         segment = self._segments.pop(0)
         self._bases.pop(0)
+        self._segments_changed()
         self._size_bytes -= segment.size
         segment.delete()
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)

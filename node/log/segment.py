@@ -11,7 +11,7 @@ import struct
 from bisect import bisect_right
 from typing import Iterator, Sequence
 
-from brokerlab.disk import Disk
+from brokerlab.disk import Disk, DiskFile
 from brokerlab.record_batch import (
     BATCH_HEADER,
     BATCH_HEADER_BYTES,
@@ -364,6 +364,21 @@ class LogSegment:
         if include_indexes:
             self.index.sync()
             self.time_index.sync()
+
+    def files_to_flush(self) -> list[DiskFile]:
+        """For a flush run elsewhere (flush_job.py): the files to fsync, index entries written first."""
+        files = [self.log] if self._log_unsynced else []
+        for index in (self.index, self.time_index):
+            file = index.prepare_sync()
+            if file is not None:
+                files.append(file)
+        return files
+
+    def flushed(self) -> None:
+        """The ``files_to_flush`` were fsynced and nothing changed since (a rolled segment)."""
+        self._log_unsynced = False
+        self.index.synced()
+        self.time_index.synced()
 
     def close(self) -> None:
         self.index.write_pending()

@@ -88,6 +88,7 @@ class LogTruncation:
 
     def _after_truncation(self, segment: LogSegment) -> None:
         end = self.log_end_offset
+        self._segments_changed()
         self._first_unflushed_base = min(self._first_unflushed_base, segment.base_offset)
         self.recovery_point = min(self.recovery_point, end)
         self._high_watermark = min(max(self._high_watermark, self._log_start_offset), end)

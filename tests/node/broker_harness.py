@@ -10,7 +10,7 @@ from typing import Any
 
 from brokerlab.disk import MemoryDisk
 from brokerlab.record_batch import encode_batch
-from brokerlab.sansio import Effects, Envelope
+from brokerlab.sansio import Effects, Envelope, run_blocking_inline
 from brokerlab.v1 import broker_pb2, common_pb2, controller_pb2, metadata_pb2
 from node.broker import BrokerCore
 from node.config import BrokerConfig
@@ -82,6 +82,7 @@ class BrokerHarness:
 
     # -- plumbing
     def _record(self, fx: Effects) -> Effects:
+        run_blocking_inline(self.core, fx, self.now_ms)  # roll flushes: no threads here
         self.events.extend(fx.events)
         return fx
 

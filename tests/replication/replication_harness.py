@@ -17,7 +17,7 @@ from typing import Any, Callable
 from brokerlab.disk import MemoryDisk
 from brokerlab.ids import CONTROLLER_NODE, TopicPartition, broker_node
 from brokerlab.record_batch import decode_records, encode_batch
-from brokerlab.sansio import Effects, Envelope, TraceEvent
+from brokerlab.sansio import Effects, Envelope, TraceEvent, run_blocking_inline
 from brokerlab.v1 import broker_pb2, controller_pb2
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
@@ -144,6 +144,8 @@ class ReplicationCluster:
         return None
 
     def _run(self, node: str, fx: Effects) -> None:
+        if fx.blocking:  # roll flushes: run at once, on the spot (no threads here)
+            run_blocking_inline(self._node_core(node), fx, self.now_ms)
         self.events.extend((node, e) for e in fx.events)
         self.queue.extend(fx.sends)
         self.queue.extend(fx.replies)
