@@ -52,6 +52,15 @@ class Disk(Protocol):
         """Write temp -> fsync -> replace -> fsync the directory (crash-safe metadata files)."""
         ...
 
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write temp -> replace, no fsync: readers never see a torn file, but a power loss may
+        lose it (or leave its old content) until ``fsync_path`` and a directory fsync."""
+        ...
+
+    def fsync_path(self, path: str) -> None:
+        """fsync the file at ``path`` (FileNotFoundError if it is gone)."""
+        ...
+
     def rename(self, src: str, dst: str) -> None: ...
 
     def fsync_dir(self, path: str) -> None: ...
@@ -146,15 +155,25 @@ class OsDisk:
         os.replace(temp, full)
         self.fsync_dir(_parent(path))
 
-    def rename(self, src: str, dst: str) -> None:
-        os.replace(self._full(src), self._full(dst))
+    def write_file(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        temp = full + ".tmp"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, full)
 
-    def fsync_dir(self, path: str) -> None:
+    def fsync_path(self, path: str) -> None:
         fd = os.open(self._full(path), os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(self._full(src), self._full(dst))
+
+    def fsync_dir(self, path: str) -> None:
+        self.fsync_path(path)  # a directory opens read-only and fsyncs like a file
 
 
 class MemoryFile:
@@ -246,6 +265,15 @@ class MemoryDisk:
         self._files[path] = bytearray(data)
         self._durable[path] = bytes(data)
         self._add_dirs(_parent(path))
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self._files[path] = bytearray(data)  # the durable copy, if any, stays the old content
+        self._add_dirs(_parent(path))
+
+    def fsync_path(self, path: str) -> None:
+        if path not in self._files:
+            raise FileNotFoundError(path)
+        self._durable[path] = bytes(self._files[path])
 
     def rename(self, src: str, dst: str) -> None:
         self._files[dst] = self._files.pop(src)

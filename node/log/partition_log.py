@@ -28,13 +28,13 @@ from brokerlab.sansio import TraceEvent
 from node.log import checkpoints
 from node.log.config import LogConfig
 from node.log.epoch_cache import LeaderEpochCache
-from node.log.flush_job import RollFlush, SegmentFlushJob
 from node.log.errors import (
     FencedLeaderEpochError,
     InvalidOffsetError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
 )
+from node.log.flush_job import RollFlush, SegmentFlushJob
 from node.log.loader import read_partition_files, recovered_event, restore_epoch_cache
 from node.log.producer_snapshot import load_producer_state, write_snapshot
 from node.log.producer_state import ProducerStateManager, is_idempotent
@@ -103,6 +103,7 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
         self._generation = 0
         self._last_flush_ms = now_ms
         self._dir_unsynced = False
+        self._pending_snapshots: list[str] = []  # written at rolls without fsync (flush_job.py)
         self._events: list[TraceEvent] = []
         self.leader_epoch_cache = LeaderEpochCache(log_end_offset=lambda: self.log_end_offset)
         # Idempotent producers' sequences (producer_state.py), kept in step with every append.
@@ -193,12 +194,15 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
         # Kept for tests and debugging (which snapshot, how many batches replayed, why).
         self.producer_state_loaded = (reason, loaded)
 
-    def _take_producer_snapshot(self, now_ms: int | None) -> None:
-        """Snapshot the producer state at the log end (segment roll, clean shutdown)."""
+    def _take_producer_snapshot(self, now_ms: int | None, sync: bool) -> None:
+        """Snapshot the producer state at the log end: at a roll unsynced (the roll flush fsyncs
+        it, off the loop), at a clean shutdown durably."""
         if now_ms is not None:
             self.producer_state.remove_expired(now_ms)
-        write_snapshot(self.disk, self.directory, self.log_end_offset, self.producer_state,
-                       keep_from=self._segments[0].base_offset)
+        path = write_snapshot(self.disk, self.directory, self.log_end_offset, self.producer_state,
+                              keep_from=self._segments[0].base_offset, sync=sync)
+        if not sync:
+            self._snapshot_unsynced(path)
 
     def _write_epochs(self, entries) -> None:
         self.disk.write_file_atomic(f"{self.directory}/{checkpoints.LEADER_EPOCH_CHECKPOINT}",
@@ -388,7 +392,8 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
             self._roll_flush_due_ms = now_ms
         self._event("SegmentRolled", base_offset=new.base_offset, previous_base_offset=old.base_offset,
                     previous_size_bytes=old.size, reason=reason)
-        self._take_producer_snapshot(now_ms)  # at the new segment's base: a restart replays from here
+        # At the new segment's base (a restart replays from here); unsynced, the roll flush fsyncs it.
+        self._take_producer_snapshot(now_ms, sync=False)
         return new
 
     def roll(self, now_ms: int) -> LogSegment:
@@ -410,9 +415,7 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
             if segment.base_offset >= target and not (segment is active and include_active_indexes):
                 break
             segment.flush(include_indexes=segment is not active or include_active_indexes)
-        if self._dir_unsynced:
-            self.disk.fsync_dir(self.directory)
-            self._dir_unsynced = False
+        self._sync_snapshots_and_directory()
         if target >= active.base_offset:
             self._first_unflushed_base = active.base_offset
             self._roll_flush_due_ms = None
@@ -443,7 +446,7 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
                 self.flush(now_ms)
             else:
                 self._last_flush_ms = now_ms
-        if self._first_unflushed_base < active.base_offset and self._flush_job is None:
+        if self._flush_job is None and self._roll_flush_wanted():
             job = self.start_roll_flush(active.base_offset)
             if jobs is None:  # no driver to run it off the loop: flush here, as Kafka's tests do
                 job.run()
@@ -523,20 +526,18 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
         """Flush everything (indexes included) and close the files."""
         if self.closed:
             return
-        if self._flush_job is not None:  # its result is dropped: flush all of it here
-            self._dir_unsynced = True
-            self._flush_job = None
+        self._drop_flush_job()  # its result is dropped: flush all of it here
         self._segments_changed()
         self._segments[-1].on_inactive()
         self.flush(include_active_indexes=True)
-        self._take_producer_snapshot(None)  # at the log end: a clean restart replays nothing
+        self._take_producer_snapshot(None, sync=True)  # at the log end: a clean restart replays nothing
         for segment in self._segments:
             segment.close()
         self.closed = True
 
     def delete_files(self) -> None:
         """Close and remove the whole partition directory."""
-        self._flush_job = None
+        self._drop_flush_job()
         self._segments_changed()
         for segment in self._segments:
             segment.log.close()

@@ -97,12 +97,33 @@ def snapshot_offsets(disk: Disk, directory: str) -> list[int]:
 
 
 def write_snapshot(disk: Disk, directory: str, offset: int, state: ProducerStateManager,
-                   keep_from: int) -> None:
-    """Write the snapshot at ``offset``; delete those below ``keep_from`` (the first segment's base)."""
-    disk.write_file_atomic(f"{directory}/{snapshot_file_name(offset)}", encode(state))
+                   keep_from: int, sync: bool = True) -> str:
+    """Write the snapshot at ``offset``; delete those below ``keep_from`` (the first segment's base).
+
+    ``sync=False`` (a roll, Kafka's ``takeSnapshot(sync = false)``) skips the fsync, which would
+    queue behind other fsyncs on the event loop; the caller fsyncs the returned path later. Lost
+    or torn in a power loss meanwhile, it fails its CRC or is missing, and the loader falls back."""
+    path = f"{directory}/{snapshot_file_name(offset)}"
+    if sync:
+        disk.write_file_atomic(path, encode(state))
+    else:
+        disk.write_file(path, encode(state))
     for old in snapshot_offsets(disk, directory):
         if old < keep_from and old != offset:
             disk.remove(f"{directory}/{snapshot_file_name(old)}")
+    return path
+
+
+def fsync_snapshots(disk: Disk, paths: Sequence[str]) -> list[str]:
+    """fsync snapshots written with ``sync=False``; returns those gone. A snapshot the log deleted
+    meanwhile (``keep_from``, a truncation) is no failure: nothing needs it. Other errors raise."""
+    gone = []
+    for path in paths:
+        try:
+            disk.fsync_path(path)
+        except FileNotFoundError:
+            gone.append(path)
+    return gone
 
 
 def delete_snapshots_after(disk: Disk, directory: str, offset: int) -> int:

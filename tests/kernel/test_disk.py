@@ -56,3 +56,28 @@ def test_crash_keeps_only_fsynced_bytes():
     assert disk.read_file("p/seg") == b"durable"
     assert not disk.exists("p/never-synced")
     assert disk.read_file("p/meta") == b"m"
+
+
+def test_write_file_replaces_without_fsync_and_fsync_path_needs_the_file(disk):
+    disk.makedirs("p")
+    disk.write_file("p/snap", b"one")
+    disk.write_file("p/snap", b"two")
+    assert disk.read_file("p/snap") == b"two"
+    assert disk.listdir("p") == ["snap"]  # no temp file left behind
+    disk.fsync_path("p/snap")
+    disk.remove("p/snap")
+    with pytest.raises(FileNotFoundError):
+        disk.fsync_path("p/snap")
+
+
+def test_an_unsynced_write_file_is_lost_on_power_loss_until_fsync_path():
+    disk = MemoryDisk()
+    disk.write_file("p/new", b"x")
+    disk.write_file_atomic("p/old", b"durable")
+    disk.write_file("p/old", b"newer")
+    disk.write_file("p/kept", b"k")
+    disk.fsync_path("p/kept")
+    disk.crash()
+    assert not disk.exists("p/new")
+    assert disk.read_file("p/old") == b"durable"  # back to its last fsynced content
+    assert disk.read_file("p/kept") == b"k"

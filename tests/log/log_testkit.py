@@ -70,11 +70,12 @@ class CountingFile:
 
 
 class CountingDisk(MemoryDisk):
-    """A MemoryDisk counting read/append/fsync calls on open files."""
+    """A MemoryDisk counting read/append/fsync calls on open files, atomic and unsynced writes,
+    and listing fsyncs by path (``fsync_path`` and ``fsync_dir``) in order in ``synced``."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.reads = self.appends = self.fsyncs = self.atomic_writes = 0
+        self.reset_counts()
 
     def open(self, path: str):
         return CountingFile(super().open(path), self)
@@ -83,5 +84,18 @@ class CountingDisk(MemoryDisk):
         self.atomic_writes += 1
         super().write_file_atomic(path, data)
 
+    def write_file(self, path: str, data: bytes) -> None:
+        self.unsynced_writes += 1
+        super().write_file(path, data)
+
+    def fsync_path(self, path: str) -> None:
+        self.synced.append(path)
+        super().fsync_path(path)
+
+    def fsync_dir(self, path: str) -> None:
+        self.synced.append(path)
+        super().fsync_dir(path)
+
     def reset_counts(self) -> None:
-        self.reads = self.appends = self.fsyncs = self.atomic_writes = 0
+        self.reads = self.appends = self.fsyncs = self.atomic_writes = self.unsynced_writes = 0
+        self.synced: list[str] = []

@@ -5,6 +5,7 @@ from log_testkit import TP, TP_DIR, all_records, batch, new_log, open_manager, s
 from brokerlab.disk import MemoryDisk, OsDisk
 from brokerlab.record_batch import set_base_offset
 from node.log.flush_job import FLUSH_RETRY_BACKOFF_MS
+from node.log.producer_snapshot import snapshot_file_name
 from node.log.segment import segment_file_name
 
 
@@ -179,6 +180,10 @@ def test_an_fsync_error_claims_nothing_and_retries_after_a_back_off():
     disk.failing = False
     run_next_job(manager, jobs, 1 + FLUSH_RETRY_BACKOFF_MS, upto=2)
     assert log.recovery_point == 2
+    snapshot = f"{TP_DIR}/{snapshot_file_name(2)}"  # the roll's, unsynced: each try fsyncs it
+    assert jobs[0].snapshots == jobs[1].snapshots == [snapshot]
+    disk.crash()
+    assert disk.exists(snapshot)
 
 
 def _batch_at(offset: int) -> bytes:
