@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from brokerlab.errors import ErrorCode
 from brokerlab.ids import TopicPartition, broker_node
-from brokerlab.sansio import Effects, Envelope, RequestIds
+from brokerlab.sansio import BlockingJob, Effects, Envelope, RequestIds
 from brokerlab.v1 import broker_pb2, metadata_pb2
 from node.config import BrokerConfig, log_topic_configs
 from node.group.broker_port import BrokerGroupPort
@@ -33,7 +33,6 @@ from node.replication.replica_manager import ReplicaManager
 from node.response_delay import DelayedProduceAnswers
 
 if TYPE_CHECKING:  # typing only: the core gets its LogManager from whoever builds it
-    from node.log.flush_job import SegmentFlushJob
     from node.log.manager import LogManager
     from node.log.partition_log import PartitionLog
 
@@ -157,19 +156,19 @@ class BrokerCore:
         self.replica_manager.tick(now_ms, fx)
         self.producer_ids.tick(now_ms, fx)
         self.groups.tick(now_ms, fx)
-        # Rolled segments' fsyncs leave as blocking jobs: the driver runs them off the event loop.
+        # Rolled segments' fsyncs and periodic checkpoint writes leave as blocking jobs: the
+        # driver runs them off the event loop.
         fx.events.extend(self.log_manager.tick(now_ms, fx.blocking))
         if self.delayed_answers is not None:
             self.delayed_answers.hold(fx, now_ms)  # acks=all answers released by this tick
             self.delayed_answers.release(now_ms, fx)
         return fx
 
-    def on_blocking_done(self, job: SegmentFlushJob, now_ms: int) -> Effects:
+    def on_blocking_done(self, job: BlockingJob, now_ms: int) -> Effects:
         """A job from ``Effects.blocking`` ran (brokerlab/sansio.py): a roll flush, which may
-        advance the log's recovery point."""
-        self.log_manager.on_flush_done(job, now_ms)
+        advance the log's recovery point, or a periodic checkpoint write."""
         fx = Effects()
-        fx.events.extend(job.log.drain_events())  # LogFlushFailed
+        fx.events.extend(self.log_manager.on_blocking_done(job, now_ms))
         return fx
 
     def next_deadline_ms(self) -> int | None:

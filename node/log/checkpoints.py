@@ -15,6 +15,7 @@ before its metadata image has caught up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from brokerlab.disk import Disk
@@ -119,3 +120,31 @@ def parse_overrides(data: bytes) -> dict[str, str]:
         if sep and name.strip():
             out[name.strip()] = value.strip()
     return out
+
+
+@dataclass(eq=False, slots=True)
+class CheckpointWriteJob:
+    """A periodic offset checkpoint written off the event loop (Kafka's "highwatermark-checkpoint"
+    and "kafka-recovery-point-checkpoint" scheduler tasks). The offsets and bytes are computed on
+    the loop when the job is made, so a late or lost write only leaves older, still safe values.
+    ``superseded`` (set on the loop by a synchronous write of the same file, or by close) makes a
+    job that has not run yet write nothing: it must never land over newer content."""
+
+    name: str
+    path: str
+    offsets: dict[TopicPartition, int]
+    data: bytes
+    disk: Disk
+    superseded: bool = False
+    wrote: bool = False
+    error: str | None = None
+
+    def run(self) -> None:
+        """The blocking part: temp file, fsync, rename, fsync dir. Touches no log state."""
+        if self.superseded:
+            return
+        try:
+            self.disk.write_file_atomic(self.path, self.data)
+            self.wrote = True
+        except OSError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"

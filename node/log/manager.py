@@ -11,7 +11,9 @@ Layout (relative to the Disk root, or to ``log_dir`` inside it)::
 Start-up opens every partition directory, recovering those not covered by the clean-shutdown
 marker, then removes the marker for as long as the broker runs. ``tick`` does the periodic
 work (roll by age, flushes, retention, checkpoints); given a ``jobs`` list it leaves the flush of
-rolled segments to the caller's driver (flush_job.py; completion through ``on_flush_done``).
+rolled segments (flush_job.py) and the periodic checkpoint writes (``CheckpointWriteJob``) to the
+caller's driver, completion through ``on_blocking_done``. Checkpoints that guard a change at once
+(truncation, deletion, retention) and those of ``close`` are written synchronously.
 ``close`` flushes everything, writes the checkpoints and finally the marker.
 """
 
@@ -21,8 +23,9 @@ import re
 
 from brokerlab.disk import Disk
 from brokerlab.ids import TopicPartition
-from brokerlab.sansio import TraceEvent
+from brokerlab.sansio import BlockingJob, TraceEvent
 from node.log import checkpoints
+from node.log.checkpoints import CheckpointWriteJob
 from node.log.config import LogConfig
 from node.log.flush_job import SegmentFlushJob
 from node.log.partition_log import PartitionLog
@@ -81,6 +84,7 @@ class LogManager:
             disk.remove(self._path(checkpoints.CLEAN_SHUTDOWN_MARKER))
             disk.fsync_dir(self.log_dir)
         self._written: dict[str, dict[TopicPartition, int]] = {}
+        self._checkpoint_jobs: dict[str, CheckpointWriteJob] = {}  # at most one out per file
         self._write_checkpoints(high_watermarks=True)
         self._next_retention_ms = now_ms + config.retention_check_interval_ms
         self._next_checkpoint_ms = now_ms + config.checkpoint_interval_ms
@@ -160,10 +164,11 @@ class LogManager:
 
     # ------------------------------------------------------------------ periodic work
 
-    def tick(self, now_ms: int, jobs: list[SegmentFlushJob] | None = None) -> list[TraceEvent]:
+    def tick(self, now_ms: int, jobs: list[BlockingJob] | None = None) -> list[TraceEvent]:
         """Roll by age, flush (rolled segments; the interval policy), retention, checkpoints.
 
-        Rolled segments' flushes go to ``jobs`` when given, else run here (see PartitionLog.tick)."""
+        Rolled segments' flushes and the periodic checkpoints go to ``jobs`` when given, else run
+        here (see PartitionLog.tick)."""
         for log in self._logs.values():
             due = log.next_deadline_ms()
             if due is not None and due <= now_ms:
@@ -176,11 +181,11 @@ class LogManager:
                 self._write_checkpoints(high_watermarks=False)
             self._next_retention_ms = now_ms + self.config.retention_check_interval_ms
         if now_ms >= self._next_checkpoint_ms:
-            self._write_checkpoints(high_watermarks=False)
+            self._write_offsets(checkpoints.RECOVERY_POINT_CHECKPOINT, jobs)
+            self._write_offsets(checkpoints.LOG_START_CHECKPOINT, jobs)
             self._next_checkpoint_ms = now_ms + self.config.checkpoint_interval_ms
         if now_ms >= self._next_hw_checkpoint_ms:
-            self._write_offsets(checkpoints.REPLICATION_CHECKPOINT,
-                                {tp: log.high_watermark for tp, log in self._logs.items()})
+            self._write_offsets(checkpoints.REPLICATION_CHECKPOINT, jobs)
             self._next_hw_checkpoint_ms = now_ms + self.config.high_watermark_checkpoint_interval_ms
         return self.drain_events()
 
@@ -194,6 +199,15 @@ class LogManager:
         if self._logs_deadline is not None and self._logs_deadline < deadline:
             return self._logs_deadline
         return deadline
+
+    def on_blocking_done(self, job: BlockingJob, now_ms: int) -> list[TraceEvent]:
+        """A job from ``tick(jobs=...)`` ran: its events (LogFlushFailed, CheckpointWriteFailed)."""
+        if isinstance(job, CheckpointWriteJob):
+            self._on_checkpoint_done(job)
+            events, self._pending_events = self._pending_events, []
+            return events
+        self.on_flush_done(job, now_ms)
+        return job.log.drain_events()
 
     def on_flush_done(self, job: SegmentFlushJob, now_ms: int) -> None:
         """A roll flush from ``tick(jobs=...)`` ran (its log may be closed or deleted since)."""
@@ -212,20 +226,55 @@ class LogManager:
 
     # ------------------------------------------------------------------ checkpoints and shutdown
 
-    def _write_offsets(self, name: str, offsets: dict[TopicPartition, int]) -> None:
-        if self._written.get(name) == offsets:
+    def _offsets(self, name: str) -> dict[TopicPartition, int]:
+        """The checkpoint's values now: computed on the loop, never in a job."""
+        field = _CHECKPOINT_FIELDS[name]
+        return {tp: getattr(log, field) for tp, log in self._logs.items()}
+
+    def _write_offsets(self, name: str, jobs: list[BlockingJob] | None = None) -> None:
+        """Write checkpoint ``name`` if changed: as a job given ``jobs``, else here and now."""
+        offsets = self._offsets(name)
+        job = self._checkpoint_jobs.get(name)
+        if jobs is not None:
+            if job is None and self._written.get(name) != offsets:
+                job = CheckpointWriteJob(name, self._path(name), offsets,
+                                         checkpoints.format_offsets(offsets), self.disk)
+                self._checkpoint_jobs[name] = job
+                jobs.append(job)
+            return  # one still out: the next interval writes the latest offsets
+        if job is not None:
+            # This write is newer (a lowered recovery point after a truncation, say): the job
+            # must not land over it, even if its offsets equal what was last written.
+            job.superseded = True
+            del self._checkpoint_jobs[name]
+        elif self._written.get(name) == offsets:
             return  # unchanged: spare the fsyncs
         checkpoints.write_offsets(self.disk, self._path(name), offsets)
         self._written[name] = offsets
 
+    def _on_checkpoint_done(self, job: CheckpointWriteJob) -> None:
+        if self.closed:
+            return  # close wrote the final checkpoints
+        if self._checkpoint_jobs.get(job.name) is job:
+            del self._checkpoint_jobs[job.name]
+        if job.superseded:
+            if job.wrote:
+                # Its run() was already past the check when a newer write happened (the real
+                # driver's thread): the older offsets may have landed last, so write again.
+                self._written.pop(job.name, None)
+                self._write_offsets(job.name)
+            return
+        if job.error is not None:
+            # _written stays as it was: the next interval writes again.
+            self._pending_events.append(TraceEvent("CheckpointWriteFailed", {"file": job.name, "error": job.error}))
+            return
+        self._written[job.name] = job.offsets
+
     def _write_checkpoints(self, high_watermarks: bool) -> None:
-        self._write_offsets(checkpoints.RECOVERY_POINT_CHECKPOINT,
-                            {tp: log.recovery_point for tp, log in self._logs.items()})
-        self._write_offsets(checkpoints.LOG_START_CHECKPOINT,
-                            {tp: log.log_start_offset for tp, log in self._logs.items()})
+        self._write_offsets(checkpoints.RECOVERY_POINT_CHECKPOINT)
+        self._write_offsets(checkpoints.LOG_START_CHECKPOINT)
         if high_watermarks:
-            self._write_offsets(checkpoints.REPLICATION_CHECKPOINT,
-                                {tp: log.high_watermark for tp, log in self._logs.items()})
+            self._write_offsets(checkpoints.REPLICATION_CHECKPOINT)
 
     def close(self) -> None:
         """Flush every log, write the checkpoints, then the clean-shutdown marker."""
@@ -233,10 +282,17 @@ class LogManager:
             return
         for log in self._logs.values():
             log.close()
-        self._write_checkpoints(high_watermarks=True)
+        self._write_checkpoints(high_watermarks=True)  # supersedes any checkpoint job still out
         self.disk.write_file_atomic(self._path(checkpoints.CLEAN_SHUTDOWN_MARKER), b"")
         self.closed = True
 
+
+# Which log attribute each offset checkpoint holds.
+_CHECKPOINT_FIELDS = {
+    checkpoints.RECOVERY_POINT_CHECKPOINT: "recovery_point",
+    checkpoints.LOG_START_CHECKPOINT: "log_start_offset",
+    checkpoints.REPLICATION_CHECKPOINT: "high_watermark",
+}
 
 _OWN_FILES = frozenset({
     checkpoints.RECOVERY_POINT_CHECKPOINT,

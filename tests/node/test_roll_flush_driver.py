@@ -1,4 +1,5 @@
-"""The real driver runs a rolled segment's fsync in a thread: the event loop does not wait for it."""
+"""The real driver runs a rolled segment's fsync in a thread: the event loop does not wait for it.
+The broker routes periodic checkpoint writes the same way."""
 
 import asyncio
 import threading
@@ -7,8 +8,10 @@ from brokerlab.disk import MemoryDisk
 from brokerlab.driver import CoreDriver
 from brokerlab.ids import TopicPartition
 from brokerlab.record_batch import encode_batch
+from brokerlab.sansio import run_blocking_inline
 from node.broker import BrokerCore
 from node.config import BrokerConfig
+from node.log.checkpoints import REPLICATION_CHECKPOINT
 from node.log.config import LogConfig
 from node.log.manager import LogManager
 
@@ -91,3 +94,30 @@ def test_close_waits_for_a_running_fsync():
         assert log.recovery_point == 3
 
     asyncio.run(scenario())
+
+
+class FullDisk(MemoryDisk):
+    """A disk whose checkpoint writes fail with ENOSPC."""
+
+    def write_file_atomic(self, path, data):
+        raise OSError(28, "No space left on device")
+
+
+def test_the_broker_hands_out_periodic_checkpoints_and_reports_a_failed_one():
+    log_config = LogConfig(high_watermark_checkpoint_interval_ms=100)
+    disk = MemoryDisk()
+    manager = LogManager(disk, log_config, 0)
+    core = BrokerCore(BrokerConfig(broker_id=1, controller_endpoint=("127.0.0.1", 9093),
+                                   log_config=log_config), manager, ("127.0.0.1", 9092))
+    log = manager.get_or_create(TP, 0)
+    log.append_as_leader(encode_batch([(0, None, b"x", ())]), 0, 0)
+    log.high_watermark = 1
+    [job] = core.tick(100).blocking
+    assert job.name == REPLICATION_CHECKPOINT and job.offsets == {TP: 1}
+    manager.disk = job.disk = FullDisk()  # the disk fills up before the job runs
+    job.run()
+    assert [event.name for event in core.on_blocking_done(job, 101).events] == ["CheckpointWriteFailed"]
+    manager.disk = disk
+    fx = run_blocking_inline(core, core.tick(200), 200)  # retried at the next interval
+    assert not [event for event in fx.events if event.name == "CheckpointWriteFailed"]
+    assert disk.read_file(REPLICATION_CHECKPOINT) == b"0\n1\nlat 0 1\n"
