@@ -9,7 +9,9 @@ Paths are ``/``-separated strings relative to the disk's root.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from typing import Protocol
 
 
@@ -48,8 +50,18 @@ class Disk(Protocol):
 
     def read_file(self, path: str) -> bytes: ...
 
-    def write_file_atomic(self, path: str, data: bytes) -> None:
-        """Write temp -> fsync -> replace -> fsync the directory (crash-safe metadata files)."""
+    def write_file_atomic(self, path: str, data: bytes, ticket: int | None = None) -> bool:
+        """Write temp -> fsync -> replace -> fsync the directory (crash-safe metadata files).
+
+        ``ticket`` (from ``write_ticket``, taken when the content was computed) orders writes
+        of one path that may run on different threads: a write whose ticket is older than the
+        last one written there is dropped (returns False), so late content never lands over
+        newer. Without a ticket the write takes a fresh one.
+        """
+        ...
+
+    def write_ticket(self) -> int:
+        """A number larger than every ticket handed out before, by this disk."""
         ...
 
     def write_file(self, path: str, data: bytes) -> None:
@@ -111,6 +123,12 @@ class OsDisk:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
+        # Atomic writes may come from the event loop and from blocking jobs' threads at once:
+        # one lock per path orders them, and its newest written ticket drops late ones.
+        self._tickets = itertools.count(1)
+        self._guard = threading.Lock()
+        self._path_locks: dict[str, threading.Lock] = {}
+        self._written_tickets: dict[str, int] = {}
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path) if path else self.root
@@ -145,15 +163,28 @@ class OsDisk:
         with open(self._full(path), "rb") as handle:
             return handle.read()
 
-    def write_file_atomic(self, path: str, data: bytes) -> None:
-        full = self._full(path)
-        temp = full + ".tmp"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, full)
-        self.fsync_dir(_parent(path))
+    def write_ticket(self) -> int:
+        with self._guard:
+            return next(self._tickets)
+
+    def write_file_atomic(self, path: str, data: bytes, ticket: int | None = None) -> bool:
+        if ticket is None:
+            ticket = self.write_ticket()
+        with self._guard:
+            lock = self._path_locks.setdefault(path, threading.Lock())
+        with lock:
+            if ticket < self._written_tickets.get(path, 0):
+                return False
+            full = self._full(path)
+            temp = full + ".tmp"
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, full)
+            self.fsync_dir(_parent(path))
+            self._written_tickets[path] = ticket
+            return True
 
     def write_file(self, path: str, data: bytes) -> None:
         full = self._full(path)
@@ -220,6 +251,8 @@ class MemoryDisk:
         self._files: dict[str, bytearray] = {}
         self._durable: dict[str, bytes] = {}
         self._dirs: set[str] = {""}
+        self._tickets = 0
+        self._written_tickets: dict[str, int] = {}
 
     def open(self, path: str) -> MemoryFile:
         if path not in self._files:
@@ -261,10 +294,20 @@ class MemoryDisk:
             raise FileNotFoundError(path)
         return bytes(self._files[path])
 
-    def write_file_atomic(self, path: str, data: bytes) -> None:
+    def write_ticket(self) -> int:
+        self._tickets += 1
+        return self._tickets
+
+    def write_file_atomic(self, path: str, data: bytes, ticket: int | None = None) -> bool:
+        if ticket is None:
+            ticket = self.write_ticket()
+        if ticket < self._written_tickets.get(path, 0):
+            return False
+        self._written_tickets[path] = ticket
         self._files[path] = bytearray(data)
         self._durable[path] = bytes(data)
         self._add_dirs(_parent(path))
+        return True
 
     def write_file(self, path: str, data: bytes) -> None:
         self._files[path] = bytearray(data)  # the durable copy, if any, stays the old content

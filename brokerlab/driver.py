@@ -4,8 +4,10 @@ It turns inbound requests into envelopes, steps the core, resolves the waiting c
 core's replies, executes the core's sends through a transport, feeds their answers back as
 envelopes, and re-arms a timer at ``core.next_deadline_ms()``. It holds no protocol logic.
 
-Blocking jobs (``Effects.blocking``: a rolled segment's fsync) run in the default executor's
-threads, so the loop keeps serving; each completion goes back to the core on the loop.
+Blocking jobs (``Effects.blocking``: a rolled segment's fsync, a periodic checkpoint) run in the
+default executor's threads, so the loop keeps serving; each completion goes back to the core on
+the loop. Two writes of one metadata file (a job's and the loop's) are ordered by the disk's
+write tickets (brokerlab/disk.py), so late content never lands over newer.
 """
 
 from __future__ import annotations

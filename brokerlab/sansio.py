@@ -6,10 +6,10 @@ or global randomness; the real driver (asyncio + gRPC) and the simulator (virtua
 simulated network) execute the effects.
 
 Blocking disk IO that must not stall the event loop (an fsync of a rolled segment, Kafka's
-"flush-log" scheduler task) leaves a core as a ``BlockingJob`` in ``Effects.blocking``: the
-driver calls ``job.run()`` off the loop (real: a thread; simulator: a scheduled event), then
-hands the job back with ``core.on_blocking_done(job, now_ms) -> Effects`` on the core's own
-loop. A caller with neither uses ``run_blocking_inline``, so no fsync is ever skipped.
+"flush-log" scheduler task; a periodic checkpoint) leaves a core as a ``BlockingJob`` in
+``Effects.blocking``: the driver calls ``job.run()`` off the loop (real: a thread; simulator: a
+scheduled event), then hands the job back with ``core.on_blocking_done(job, now_ms) -> Effects``
+on the core's own loop. A caller with neither uses ``run_blocking_inline``, so no fsync is ever skipped.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ A clean stop (SIGTERM) with a ``GracefulStop`` takes virtual time, as the real p
 until ``may_stop`` says it is done or ``timeout_ms`` passes, then ``finish`` (close the logs)
 and the process is gone. ``stop()`` only starts it; ``SimCluster.stop`` waits for the end.
 
-Blocking jobs (``Effects.blocking``, a rolled segment's fsync) run ``BLOCKING_JOB_MS`` later as
-an event of their own, as the real driver's thread would: ``job.run()`` then the core's
-``on_blocking_done``. A crash first drops them (the fsync never happened: a power loss then
+Blocking jobs (``Effects.blocking``: a rolled segment's fsync, a periodic checkpoint) run
+``BLOCKING_JOB_MS`` later as an event of their own, as the real driver's thread would:
+``job.run()`` then the core's ``on_blocking_done``. A crash first drops them (the fsync never happened: a power loss then
 loses those bytes); a paused process runs them when it resumes.
 """
 

@@ -135,6 +135,9 @@ class CheckpointWriteJob:
     offsets: dict[TopicPartition, int]
     data: bytes
     disk: Disk
+    # Taken on the loop with the offsets: a write the loop makes later (a truncation's) has a
+    # newer one, and the disk drops this job's write if that one landed first.
+    ticket: int
     superseded: bool = False
     wrote: bool = False
     error: str | None = None
@@ -144,7 +147,6 @@ class CheckpointWriteJob:
         if self.superseded:
             return
         try:
-            self.disk.write_file_atomic(self.path, self.data)
-            self.wrote = True
+            self.wrote = self.disk.write_file_atomic(self.path, self.data, ticket=self.ticket)
         except OSError as exc:
             self.error = f"{type(exc).__name__}: {exc}"

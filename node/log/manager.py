@@ -238,7 +238,7 @@ class LogManager:
         if jobs is not None:
             if job is None and self._written.get(name) != offsets:
                 job = CheckpointWriteJob(name, self._path(name), offsets,
-                                         checkpoints.format_offsets(offsets), self.disk)
+                                         checkpoints.format_offsets(offsets), self.disk, self.disk.write_ticket())
                 self._checkpoint_jobs[name] = job
                 jobs.append(job)
             return  # one still out: the next interval writes the latest offsets
@@ -258,11 +258,8 @@ class LogManager:
         if self._checkpoint_jobs.get(job.name) is job:
             del self._checkpoint_jobs[job.name]
         if job.superseded:
-            if job.wrote:
-                # Its run() was already past the check when a newer write happened (the real
-                # driver's thread): the older offsets may have landed last, so write again.
-                self._written.pop(job.name, None)
-                self._write_offsets(job.name)
+            # A newer write of the file was made on the loop meanwhile; if this job's thread was
+            # already past its check, the disk dropped its older ticket (or it landed first).
             return
         if job.error is not None:
             # _written stays as it was: the next interval writes again.

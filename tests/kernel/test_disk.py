@@ -81,3 +81,15 @@ def test_an_unsynced_write_file_is_lost_on_power_loss_until_fsync_path():
     assert not disk.exists("p/new")
     assert disk.read_file("p/old") == b"durable"  # back to its last fsynced content
     assert disk.read_file("p/kept") == b"k"
+
+
+def test_an_atomic_write_with_an_older_ticket_never_lands_over_a_newer_one(disk):
+    # A blocking job computes a checkpoint (ticket taken then) and writes it on a thread; a
+    # newer write of the same file made meanwhile on the loop must win whatever the order.
+    disk.makedirs("d")
+    late = disk.write_ticket()
+    assert disk.write_file_atomic("d/meta", b"newer")  # no ticket: a fresh, newer one
+    assert not disk.write_file_atomic("d/meta", b"older", ticket=late)
+    assert disk.read_file("d/meta") == b"newer"
+    assert disk.write_file_atomic("d/other", b"x", ticket=late)  # tickets order writes per path
+    assert disk.write_ticket() > late

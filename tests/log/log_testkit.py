@@ -80,9 +80,9 @@ class CountingDisk(MemoryDisk):
     def open(self, path: str):
         return CountingFile(super().open(path), self)
 
-    def write_file_atomic(self, path: str, data: bytes) -> None:
+    def write_file_atomic(self, path: str, data: bytes, ticket: int | None = None) -> bool:
         self.atomic_writes += 1
-        super().write_file_atomic(path, data)
+        return super().write_file_atomic(path, data, ticket)
 
     def write_file(self, path: str, data: bytes) -> None:
         self.unsynced_writes += 1

@@ -99,7 +99,7 @@ def test_close_waits_for_a_running_fsync():
 class FullDisk(MemoryDisk):
     """A disk whose checkpoint writes fail with ENOSPC."""
 
-    def write_file_atomic(self, path, data):
+    def write_file_atomic(self, path, data, ticket=None):
         raise OSError(28, "No space left on device")
 
 
