@@ -2,8 +2,8 @@
 
 The load is one steady, fault-free failover scenario: 3 brokers, a topic of ``partitions``
 partitions (RF 3, min ISR 2), one idempotent acks=all writer paced at ``rate_per_s`` keyed
-records (at 1 record/s the cluster is nearly idle, and still heartbeats, long-polls and checks its ISRs) and
-one live consumer, with the lab's failover timings (heartbeat 100 ms, session 1 s, follower
+records (at 1 record/s the cluster is nearly idle, and still heartbeats, long-polls and checks
+its ISRs) and one live consumer, with the lab's failover timings (heartbeat 100 ms, session 1 s, follower
 long-poll 200 ms, consumer long-poll 100 ms) and every invariant checked after every event.
 
 Each seed runs that scenario twice, with a short and a long steady phase. The difference cancels

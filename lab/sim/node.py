@@ -16,8 +16,8 @@ and the process is gone. ``stop()`` only starts it; ``SimCluster.stop`` waits fo
 
 Blocking jobs (``Effects.blocking``: a rolled segment's fsync, a periodic checkpoint) run
 ``BLOCKING_JOB_MS`` later as an event of their own, as the real driver's thread would:
-``job.run()`` then the core's ``on_blocking_done``. A crash first drops them (the fsync never happened: a power loss then
-loses those bytes); a paused process runs them when it resumes.
+``job.run()`` then the core's ``on_blocking_done``. A crash first drops them (the fsync never
+happened: a power loss then loses those bytes); a paused process runs them when it resumes.
 """
 
 from __future__ import annotations

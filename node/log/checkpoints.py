@@ -126,26 +126,21 @@ def parse_overrides(data: bytes) -> dict[str, str]:
 class CheckpointWriteJob:
     """A periodic offset checkpoint written off the event loop (Kafka's "highwatermark-checkpoint"
     and "kafka-recovery-point-checkpoint" scheduler tasks). The offsets and bytes are computed on
-    the loop when the job is made, so a late or lost write only leaves older, still safe values.
-    ``superseded`` (set on the loop by a synchronous write of the same file, or by close) makes a
-    job that has not run yet write nothing: it must never land over newer content."""
+    the loop when the job is made, so a late or lost write only leaves older, still safe values;
+    it never lands over newer content: a synchronous write made since (a truncation's, close's)
+    took a newer ``ticket``, and the disk drops this one's."""
 
     name: str
     path: str
     offsets: dict[TopicPartition, int]
     data: bytes
     disk: Disk
-    # Taken on the loop with the offsets: a write the loop makes later (a truncation's) has a
-    # newer one, and the disk drops this job's write if that one landed first.
-    ticket: int
-    superseded: bool = False
+    ticket: int  # taken on the loop with the offsets
     wrote: bool = False
     error: str | None = None
 
     def run(self) -> None:
         """The blocking part: temp file, fsync, rename, fsync dir. Touches no log state."""
-        if self.superseded:
-            return
         try:
             self.wrote = self.disk.write_file_atomic(self.path, self.data, ticket=self.ticket)
         except OSError as exc:

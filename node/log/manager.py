@@ -243,9 +243,8 @@ class LogManager:
                 jobs.append(job)
             return  # one still out: the next interval writes the latest offsets
         if job is not None:
-            # This write is newer (a lowered recovery point after a truncation, say): the job
-            # must not land over it, even if its offsets equal what was last written.
-            job.superseded = True
+            # This write is newer (a lowered recovery point after a truncation, say): it takes a
+            # newer ticket, so the job can no longer land over it; its completion is ignored.
             del self._checkpoint_jobs[name]
         elif self._written.get(name) == offsets:
             return  # unchanged: spare the fsyncs
@@ -253,19 +252,14 @@ class LogManager:
         self._written[name] = offsets
 
     def _on_checkpoint_done(self, job: CheckpointWriteJob) -> None:
-        if self.closed:
-            return  # close wrote the final checkpoints
-        if self._checkpoint_jobs.get(job.name) is job:
-            del self._checkpoint_jobs[job.name]
-        if job.superseded:
-            # A newer write of the file was made on the loop meanwhile; if this job's thread was
-            # already past its check, the disk dropped its older ticket (or it landed first).
-            return
+        if self._checkpoint_jobs.get(job.name) is not job:
+            return  # a synchronous write (a truncation's, close's) came after it and counts
+        del self._checkpoint_jobs[job.name]
         if job.error is not None:
             # _written stays as it was: the next interval writes again.
             self._pending_events.append(TraceEvent("CheckpointWriteFailed", {"file": job.name, "error": job.error}))
-            return
-        self._written[job.name] = job.offsets
+        elif job.wrote:
+            self._written[job.name] = job.offsets
 
     def _write_checkpoints(self, high_watermarks: bool) -> None:
         self._write_offsets(checkpoints.RECOVERY_POINT_CHECKPOINT)
@@ -279,7 +273,7 @@ class LogManager:
             return
         for log in self._logs.values():
             log.close()
-        self._write_checkpoints(high_watermarks=True)  # supersedes any checkpoint job still out
+        self._write_checkpoints(high_watermarks=True)  # newer than any checkpoint job still out
         self.disk.write_file_atomic(self._path(checkpoints.CLEAN_SHUTDOWN_MARKER), b"")
         self.closed = True
 

@@ -527,7 +527,6 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
         if self.closed:
             return
         self._drop_flush_job()  # its result is dropped: flush all of it here
-        self._segments_changed()
         self._segments[-1].on_inactive()
         self.flush(include_active_indexes=True)
         self._take_producer_snapshot(None, sync=True)  # at the log end: a clean restart replays nothing
@@ -538,7 +537,6 @@ class PartitionLog(LogTruncation, LogRetention, RollFlush):
     def delete_files(self) -> None:
         """Close and remove the whole partition directory."""
         self._drop_flush_job()
-        self._segments_changed()
         for segment in self._segments:
             segment.log.close()
             segment.index.close()
